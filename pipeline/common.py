@@ -1,0 +1,73 @@
+"""What every stage shares: the file layout, and turning known failures into one clear line."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from monosem.artifacts import load_tensors, read_json
+from monosem.config import Instance, Params, load_params
+from monosem.errors import ArtifactError, MonosemError, ParamsError
+
+DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
+
+
+def world_dir(name: str) -> Path:
+    return DATA / name
+
+
+def model_dir(study: str) -> Path:
+    return MODELS / study
+
+
+def result_dir(study: str) -> Path:
+    return RESULTS / study
+
+
+def study_params(name: str) -> tuple[Params, str]:
+    params = load_params()
+    if name not in params.studies:
+        raise ParamsError(f"params.yaml: studies.{name}: no such study; allowed: {sorted(params.studies)}")
+    torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
+    return params, name
+
+
+def groups(instances: list[Instance]) -> list[list[int]]:
+    """Indices of instances that train (or are measured) together, in order."""
+    out: dict[tuple, list[int]] = defaultdict(list)
+    for i, inst in enumerate(instances):
+        out[inst.group_key].append(i)
+    return list(out.values())
+
+
+def load_manifest(study: str) -> tuple[dict, list[Instance]]:
+    manifest = read_json(model_dir(study) / "instances.json")
+    return manifest, [Instance(**row["instance"]) for row in manifest["instances"]]
+
+
+def load_states(study: str, manifest: dict) -> list[dict[str, torch.Tensor]]:
+    tensors = load_tensors(model_dir(study) / "weights.safetensors")
+    states = []
+    for row in manifest["instances"]:
+        label = row["label"]
+        try:
+            states.append({k: tensors[f"{label}/{k}"] for k in ("W1", "b1", "W2")})
+        except KeyError as err:
+            raise ArtifactError(f"{model_dir(study) / 'weights.safetensors'}: no tensor {err} for {label}") from None
+    return states
+
+
+def run(main: Callable[..., None]) -> None:
+    """Run a stage; known failures print one line and exit non-zero (2 for bad params, 1 otherwise)."""
+    try:
+        main(*sys.argv[1:])
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except MonosemError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,22 @@
+"""generate@<world>: the embedders, feature probabilities, held-out eval set and probes of one world."""
+
+from common import run, world_dir
+
+from monosem.artifacts import save_world
+from monosem.config import ParamsError, load_params
+from monosem.worlds import generate_world
+
+
+def main(name: str) -> None:
+    params = load_params()
+    if name not in params.worlds:
+        raise ParamsError(f"params.yaml: worlds.{name}: no such world; allowed: {sorted(params.worlds)}")
+    world = generate_world(params.worlds[name])
+    save_world(world, world_dir(name))
+    cfg = world.cfg
+    print(f"world {name}: N={cfg.n_features} m={cfg.d_embed} eps={cfg.eps:g} {cfg.distribution} {cfg.task}, "
+          f"{cfg.n_eval} eval samples, E[#active]={float(world.probs.sum()):.2f}")
+
+
+if __name__ == "__main__":
+    run(main)

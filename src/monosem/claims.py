@@ -1,0 +1,114 @@
+"""The paper's claims, each judged on all seeds by a criterion fixed before looking at the results.
+
+Each check takes the measured studies (`results/<study>/metrics.json` contents, by study name) and returns
+{claim, holds: True/False/None, evidence}. None means the studies it needs were not run (or had no data).
+Criteria live in the docstrings and in `criterion` so the report states them next to the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Callable
+
+from scipy import stats
+
+Studies = dict[str, dict]
+CHECKS: list[Callable[[Studies], dict]] = []
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+def _instances(study: dict) -> list[dict]:
+    return [r for r in study["instances"].values() if r["diverged_at"] is None]
+
+
+def _by_point(study: dict, key: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in _instances(study):
+        out.setdefault(r["point"], []).append(r[key])
+    return out
+
+
+def _fmt(xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return "n/a"
+    return f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
+
+
+def _missing(result: dict, studies: Studies, names: list[str]) -> dict | None:
+    absent = [n for n in names if n not in studies]
+    if absent:
+        return result | {"holds": None, "evidence": f"studies not run: {', '.join(absent)}"}
+    return None
+
+
+@check
+def same_loss_different_monosemanticity(studies: Studies) -> dict:
+    result = {"id": "lr_same_loss_different_mono", "studies": ["LR1"],
+              "claim": "Different learning rates reach about the same loss with different monosemanticity (LR1).",
+              "criterion": "spread of mean eval loss across LRs (max-min)/min <= 10%, and #mono/#features differs "
+                           "across LRs (Kruskal-Wallis over seeds, p < 0.05)"}
+    if (miss := _missing(result, studies, ["LR1"])) is not None:
+        return miss
+    loss, mono = _by_point(studies["LR1"], "loss"), _by_point(studies["LR1"], "mono_per_feature")
+    means = {p: statistics.fmean(v) for p, v in loss.items()}
+    spread = (max(means.values()) - min(means.values())) / min(means.values())
+    try:
+        p = stats.kruskal(*mono.values()).pvalue if len(mono) > 1 else 1.0
+    except ValueError:  # all values identical: no difference at all
+        p = 1.0
+    per_point = "; ".join(f"{pt}: loss {_fmt(loss[pt])}, mono/feat {_fmt(mono[pt])}" for pt in loss)
+    return result | {"holds": bool(spread <= 0.10 and p < 0.05),
+                     "evidence": f"loss spread {spread:.1%}, Kruskal-Wallis p = {p:.3g}. {per_point}"}
+
+
+@check
+def bias_trick_more_monosemantic(studies: Studies) -> dict:
+    result = {"id": "bias_trick_more_mono_no_loss_cost", "studies": ["LR1", "LR3"],
+              "claim": "A negative bias offset with bias decay gives more monosemantic models at no loss cost "
+                       "(LR3 vs LR1).",
+              "criterion": "instances paired by (lr, seed): #mono/#features higher with the trick (one-sided "
+                           "Wilcoxon signed-rank, p < 0.05) and median loss ratio LR3/LR1 <= 1.05"}
+    if (miss := _missing(result, studies, ["LR1", "LR3"])) is not None:
+        return miss
+    plain = {r["label"]: r for r in _instances(studies["LR1"])}
+    trick = {r["label"]: r for r in _instances(studies["LR3"])}
+    pairs = [(plain[k], trick[k]) for k in sorted(plain.keys() & trick.keys())]
+    if len(pairs) < 2:
+        return result | {"holds": None, "evidence": "fewer than 2 (lr, seed) pairs in common"}
+    diff = [t["mono_per_feature"] - p["mono_per_feature"] for p, t in pairs]
+    ratio = statistics.median(t["loss"] / p["loss"] for p, t in pairs)
+    try:
+        pval = stats.wilcoxon(diff, alternative="greater").pvalue
+    except ValueError:  # all differences zero
+        pval = 1.0
+    return result | {"holds": bool(pval < 0.05 and ratio <= 1.05),
+                     "evidence": f"{len(pairs)} pairs; mono/feat LR1 {_fmt([p['mono_per_feature'] for p, _ in pairs])}"
+                                 f" vs LR3 {_fmt([t['mono_per_feature'] for _, t in pairs])}, Wilcoxon p = {pval:.3g}; "
+                                 f"median loss ratio LR3/LR1 {ratio:.3f}"}
+
+
+@check
+def mono_neurons_negative_bias(studies: Studies) -> dict:
+    result = {"id": "mono_negative_bias", "studies": ["LR3"],
+              "claim": "Monosemantic neurons have negative biases, below those of the polysemantic neurons (LR3).",
+              "criterion": "in every instance with both classes: mean mono bias < 0 and < mean poly bias"}
+    if (miss := _missing(result, studies, ["LR3"])) is not None:
+        return miss
+    both = [r for r in _instances(studies["LR3"]) if r["n_mono"] > 0 and r["n_poly"] > 0]
+    if not both:
+        return result | {"holds": None, "evidence": "no instance has both monosemantic and polysemantic neurons"}
+    ok = [r for r in both if r["bias_mean_mono"] < 0 and r["bias_mean_mono"] < r["bias_mean_poly"]]
+    return result | {"holds": len(ok) == len(both),
+                     "evidence": f"{len(ok)}/{len(both)} instances; mean bias mono "
+                                 f"{_fmt([r['bias_mean_mono'] for r in both])}, poly "
+                                 f"{_fmt([r['bias_mean_poly'] for r in both])}"}
+
+
+def evaluate(studies: Studies) -> list[dict]:
+    return [fn(studies) for fn in CHECKS]

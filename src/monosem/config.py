@@ -1,0 +1,205 @@
+"""Typed, validated parameters: everything `params.yaml` may say, and nothing else.
+
+A bad key, type or range is reported as one line naming the key, the value and what is allowed
+(`ParamsError`), before any stage does work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from .errors import ParamsError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class World(_Strict):
+    """A data-generating process (Jermyn et al. 2022, §2): N sparse features embedded into m dims."""
+
+    n_features: int = Field(ge=1, description="N, the number of ground-truth features")
+    d_embed: int = Field(ge=1, description="m, the dimension of x = P f")
+    eps: float = Field(gt=0, le=1, description="feature density ε (mean of p_i)")
+    distribution: Literal["uniform", "power_law"] = "uniform"
+    task: Literal["decoder", "reprojector", "abs"] = "decoder"
+    n_eval: int = Field(default=8192, ge=1, description="size of the held-out evaluation set")
+    seed: int = Field(default=0, ge=0)
+
+
+class ModelCfg(_Strict):
+    neurons: int = Field(ge=1, description="k, the width of the hidden layer")
+    activation: Literal["relu", "gelu", "solu"] = "relu"
+
+
+class TrainCfg(_Strict):
+    steps: int = Field(ge=2)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    t_max: int = Field(default=512, ge=1, description="cosine half-period, stepped every iteration")
+    bias_offset: float = Field(default=0.0, ge=-100, le=100)
+    bias_decay: float = Field(default=0.0, ge=0)
+    l1: float = Field(default=0.0, ge=0, description="coefficient of the L1 penalty on hidden activations")
+    log_points: int = Field(default=100, ge=1, description="curve points besides the powers of two")
+
+    @model_validator(mode="after")
+    def _decay_keeps_bias_sign(self) -> TrainCfg:
+        if self.bias_decay * self.lr >= 1:
+            raise ValueError(f"bias_decay * lr = {self.bias_decay * self.lr:g} must be < 1 (b <- b (1 - decay lr))")
+        return self
+
+
+# Parameters that may differ between instances trained side by side in one batched module.
+PER_INSTANCE = ("train.lr", "train.bias_offset", "train.bias_decay", "train.l1")
+# Everything else that may be swept; instances that differ here form separate shape groups.
+SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "train.steps", "train.batch_size",
+                            "train.t_max", "train.log_points")
+
+
+class Study(_Strict):
+    """A set of models trained on one world: base settings, a sweep grid and seeds."""
+
+    world: str
+    model: ModelCfg
+    train: TrainCfg
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] = Field(min_length=1)
+
+    def instances(self) -> list[Instance]:
+        """Expand the sweep grid (cartesian product over keys) times the seeds."""
+        keys = list(self.sweep)
+        out = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            point = dict(zip(keys, values))
+            model, train = _apply(self, point)
+            for seed in self.seeds:
+                out.append(Instance(point=point, seed=seed, model=model, train=train))
+        return out
+
+
+class Instance(_Strict):
+    point: dict[str, Any]
+    seed: int
+    model: ModelCfg
+    train: TrainCfg
+
+    @property
+    def group_key(self) -> tuple:
+        """Instances that agree on everything but the per-instance knobs (PER_INSTANCE) train together."""
+        m, t = self.model, self.train
+        return (m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
+
+    @property
+    def point_label(self) -> str:
+        return ",".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in self.point.items()) or "base"
+
+    @property
+    def label(self) -> str:
+        return f"{self.point_label},seed={self.seed}"
+
+    def flat_params(self) -> dict[str, Any]:
+        flat = {f"model.{k}": v for k, v in self.model.model_dump().items()}
+        flat |= {f"train.{k}": v for k, v in self.train.model_dump().items()}
+        return flat | {"seed": self.seed}
+
+
+def _apply(study: Study, point: dict[str, Any]) -> tuple[ModelCfg, TrainCfg]:
+    model, train = study.model.model_dump(), study.train.model_dump()
+    for key, value in point.items():
+        section, name = key.split(".", 1)
+        (model if section == "model" else train)[name] = value
+    return ModelCfg(**model), TrainCfg(**train)
+
+
+class Tracking(_Strict):
+    experiment: str = Field(default="monosem", min_length=1)
+    flush_seconds: float = Field(default=30.0, gt=0, description="how often live curves are sent to MLflow")
+
+
+class Runtime(_Strict):
+    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
+
+
+class Params(_Strict):
+    worlds: dict[str, World] = Field(min_length=1)
+    studies: dict[str, Study] = Field(default_factory=dict)
+    tracking: Tracking = Tracking()
+    runtime: Runtime = Runtime()
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _lookup(raw: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return "<missing>"
+    return raw
+
+
+def _check_sweeps(params: Params) -> None:
+    for name, study in params.studies.items():
+        if study.world not in params.worlds:
+            raise ParamsError(f"studies.{name}.world = {study.world!r}: no such world; "
+                              f"allowed: {sorted(params.worlds)}")
+        for key, values in study.sweep.items():
+            where = f"studies.{name}.sweep.{key}"
+            if key not in SWEEPABLE:
+                raise ParamsError(f"{where}: cannot sweep {key!r}; allowed: {list(SWEEPABLE)}")
+            if not values:
+                raise ParamsError(f"{where} = []: a sweep needs at least one value")
+            for i, value in enumerate(values):
+                try:
+                    _apply(study, {key: value})
+                except ValidationError as err:
+                    raise ParamsError(f"{where}[{i}] = {value!r}: {err.errors()[0]['msg']}") from None
+        if len(set(study.seeds)) != len(study.seeds):
+            raise ParamsError(f"studies.{name}.seeds = {study.seeds}: seeds must be distinct")
+        labels = [inst.label for inst in study.instances()]
+        if len(set(labels)) != len(labels):
+            raise ParamsError(f"studies.{name}.sweep: repeated sweep values give duplicate instances")
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise `ParamsError` with one line for the first problem."""
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = e["loc"]
+        allowed = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = "unknown key"
+        elif e["type"] == "missing":
+            allowed = "required key is missing"
+        value = _lookup(raw, loc)
+        shown = "" if e["type"] == "missing" else f" = {value!r}"
+        raise ParamsError(f"{source}: {_where(loc)}{shown}: {allowed}") from None
+    try:
+        _check_sweeps(params)
+    except ParamsError as err:
+        raise ParamsError(f"{source}: {err}") from None
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(raw, str(path))

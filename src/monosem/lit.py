@@ -1,0 +1,168 @@
+"""Lightning: a whole study's instances of one shape trained as one batched module.
+
+Instances are ordered (sweep point, seed) with the seed fastest, so the per-seed data streams
+broadcast to instances with a view. Instances with the same seed see the same samples (common random
+numbers), exactly as each would if trained alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .config import Instance
+from .metrics import count_mono, single_feature_activations
+from .models import ToyModels, l1_penalty, task_loss
+from .optim import BatchedLamb, cosine_factor, decay_bias
+from .worlds import WorldData, derive_seed
+
+CURVES = ("loss", "mono_per_feature", "mean_bias")
+
+
+def log_steps(steps: int, points: int) -> list[int]:
+    """Steps (counted after the update) at which curves are recorded: powers of two, as the authors'
+    snapshots, plus `points` evenly spaced ones, plus the last."""
+    powers = {2 ** i for i in range(int(math.log2(steps)) + 1)}
+    even = {max(1, round(j * steps / points)) for j in range(1, points + 1)}
+    return sorted(powers | even | {steps})
+
+
+class FeatureStream:
+    """Fresh samples every step from one seeded generator per seed, on the training device."""
+
+    def __init__(self, world: WorldData, seeds: list[int], batch_size: int):
+        self.world, self.seeds, self.batch_size = world, seeds, batch_size
+        self.gens: list[torch.Generator] = []
+
+    def reset(self, device: torch.device) -> None:
+        self.gens = [torch.Generator(device).manual_seed(derive_seed(self.world.cfg.seed, s, "data")) for s in self.seeds]
+
+    def next(self) -> Tensor:
+        return torch.stack([self.world.sample(self.batch_size, g) for g in self.gens])  # (seed, batch, N)
+
+
+@dataclass
+class Curves:
+    steps: list[int] = field(default_factory=list)
+    values: dict[str, list[Tensor]] = field(default_factory=lambda: {k: [] for k in CURVES})
+
+    def row(self, j: int) -> dict[str, Tensor]:
+        return {k: v[j] for k, v in self.values.items()}
+
+
+class ToyStudyModule(L.LightningModule):
+    def __init__(self, world: WorldData, instances: list[Instance]):
+        super().__init__()
+        keys = {i.group_key for i in instances}
+        assert len(keys) == 1, "one module trains instances of one shape"
+        self.instances = instances
+        self.seeds = list(dict.fromkeys(i.seed for i in instances))
+        n_seeds = len(self.seeds)
+        assert [i.seed for i in instances] == self.seeds * (len(instances) // n_seeds), "order (point, seed)"
+        cfg0 = instances[0]
+        self.steps, self.t_max = cfg0.train.steps, cfg0.train.t_max
+        self.world = world
+        self.model = ToyModels(len(instances), world.cfg.d_embed, cfg0.model.neurons, world.d_out, cfg0.model.activation)
+        for i, inst in enumerate(instances):
+            self.model.init_instance(i, inst.seed, inst.train.bias_offset)
+        per = lambda name: torch.tensor([getattr(i.train, name) for i in instances])  # noqa: E731
+        self.register_buffer("lr", per("lr"))
+        self.register_buffer("decay", per("bias_decay"))
+        self.register_buffer("l1", per("l1"))
+        self.register_buffer("diverged_at", torch.full((len(instances),), -1))
+        self.stream = FeatureStream(world, self.seeds, cfg0.train.batch_size)
+        self.record_at = set(log_steps(self.steps, cfg0.train.log_points))
+        self.curves = Curves()
+        self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        return BatchedLamb(self.model.parameters(), lr=self.lr.clone())
+
+    def train_dataloader(self):
+        return DataLoader(range(self.steps), batch_size=None)  # the step index; samples are drawn on device
+
+    def on_train_start(self) -> None:
+        self.world = self.world.to(self.device)
+        self.stream.reset(self.device)
+        self._loss_sum = torch.zeros_like(self.lr)
+        self._loss_n = 0
+
+    def training_step(self, batch, batch_idx: int):
+        step = self.global_step  # updates done so far
+        n_inst, n_seeds = self.model.n_inst, len(self.seeds)
+        f = self.stream.next()  # (seed, batch, N)
+        x = self.world.inputs(f)  # (seed, batch, m)
+        x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
+        h, y = self.model(x)
+        y = y.view(n_inst // n_seeds, n_seeds, *y.shape[1:])  # (point, seed, batch, out)
+        task = task_loss(y, self.world.targets(f)).flatten()  # (inst,)
+        loss = (task + self.l1 * l1_penalty(h)).sum()  # instances are independent: sum, not mean
+
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.optimizer.param_groups[0]["lr"] = self.lr * cosine_factor(step, self.t_max)
+        opt.step()
+        if step < self.steps / 2:
+            decay_bias(self.model.b1, self.decay, self.lr)
+
+        task = task.detach()
+        bad = ~torch.isfinite(task) & (self.diverged_at < 0)
+        self.diverged_at[bad] = step
+        self._loss_sum += task
+        self._loss_n += 1
+        if step + 1 in self.record_at:
+            self._record(step + 1)
+
+    @torch.no_grad()
+    def _record(self, step: int) -> None:
+        sfa = single_feature_activations(self.model, self.world.probes)
+        row = {"loss": self._loss_sum / self._loss_n,
+               "mono_per_feature": count_mono(sfa) / self.world.cfg.n_features,
+               "mean_bias": self.model.b1.mean(-1)}
+        self.curves.steps.append(step)
+        for k, v in row.items():
+            self.curves.values[k].append(v.cpu())
+        self._loss_sum.zero_()
+        self._loss_n = 0
+
+
+class CurveSink(L.Callback):
+    """Hands newly recorded curve rows to `sink(steps, rows)` at most every `every_s` seconds and at the end."""
+
+    def __init__(self, sink: Callable[[list[int], list[dict[str, Tensor]]], None], every_s: float):
+        import time
+
+        self.sink, self.every_s, self.clock = sink, every_s, time.monotonic
+        self.sent = 0
+        self.last = self.clock()
+
+    def _flush(self, module: ToyStudyModule) -> None:
+        n = len(module.curves.steps)
+        if n > self.sent:
+            self.sink(module.curves.steps[self.sent:n], [module.curves.row(j) for j in range(self.sent, n)])
+            self.sent = n
+        self.last = self.clock()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.clock() - self.last > self.every_s:
+            self._flush(module)
+
+    def on_train_end(self, trainer, module):
+        self._flush(module)
+
+
+def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True) -> None:
+    callbacks = list(callbacks or [])
+    if progress:
+        callbacks.append(L.callbacks.TQDMProgressBar(refresh_rate=max(1, module.steps // 100)))
+    trainer = L.Trainer(max_steps=module.steps, max_epochs=1, accelerator=accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+                        callbacks=callbacks, num_sanity_val_steps=0, deterministic=accelerator == "cpu")
+    trainer.fit(module)

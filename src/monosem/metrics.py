@@ -1,0 +1,81 @@
+"""Monosemanticity metrics as pure tensor functions (Jermyn et al. 2022, §4; authors' `model_helper.py`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .models import ToyModels, task_loss
+
+MONO_THRESHOLD = 0.999  # the authors' r_threshold
+POSITIVE_BIAS = 0.05  # `plot_bias` prints the count of neurons with bias above this
+
+
+@torch.no_grad()
+def single_feature_activations(model: ToyModels, probes: Tensor) -> Tensor:
+    """sfa[i, n, j]: activation of neuron n of instance i when only feature j is on, at amplitude 1.
+
+    probes: (N, m), the rows P e_j. Returns (inst, k, N).
+    """
+    h = model.hidden(probes.expand(model.n_inst, *probes.shape))  # (inst, N, k)
+    return h.transpose(1, 2)
+
+
+def frac_mono(sfa: Tensor) -> Tensor:
+    """max_j sfa[n, j] / (1e-10 + Σ_j sfa[n, j]) per neuron, shape (..., k).
+
+    A dead neuron scores 0. With GeLU or SoLU, small negative activations enter the sum, as in the
+    authors' code, so treat the score with care there.
+    """
+    return sfa.max(-1).values / (1e-10 + sfa.sum(-1))
+
+
+def neuron_classes(sfa: Tensor, threshold: float = MONO_THRESHOLD) -> Tensor:
+    """0 dead (no single feature activates it), 1 monosemantic (frac_mono > threshold), 2 polysemantic."""
+    dead = sfa.max(-1).values <= 0
+    mono = frac_mono(sfa) > threshold
+    return torch.where(dead, 0, torch.where(mono, 1, 2))
+
+
+def count_mono(sfa: Tensor, threshold: float = MONO_THRESHOLD) -> Tensor:
+    """Number of monosemantic neurons per instance, shape (inst,)."""
+    return (frac_mono(sfa) > threshold).sum(-1)
+
+
+@torch.no_grad()
+def measure(model: ToyModels, probes: Tensor, eval_x: Tensor, eval_target: Tensor) -> dict[str, Tensor]:
+    """Per-instance metrics of a batch of models on the eval set and the probes; each value (inst,)."""
+    sfa = single_feature_activations(model, probes)  # (inst, k, N)
+    n_features, k = sfa.shape[2], sfa.shape[1]
+    cls = neuron_classes(sfa)
+    mono, poly, dead = cls == 1, cls == 2, cls == 0
+    best_feature = sfa.argmax(-1)  # (inst, k)
+    hits = torch.zeros(sfa.shape[0], n_features, device=sfa.device).scatter_add_(1, best_feature, mono.float())
+    covered = (hits > 0).sum(-1)  # features with at least one monosemantic neuron
+    b = model.b1
+    mean_where = lambda mask: torch.where(mask, b, 0).sum(-1) / mask.sum(-1)  # NaN when empty  # noqa: E731
+    loss = _eval_loss(model, eval_x, eval_target)
+    return {
+        "loss": loss,
+        "n_mono": mono.sum(-1),
+        "n_poly": poly.sum(-1),
+        "n_dead": dead.sum(-1),
+        "mono_per_feature": mono.sum(-1) / n_features,
+        "mono_per_neuron": mono.sum(-1) / k,
+        "features_covered": covered / n_features,
+        "mean_frac_mono": frac_mono(sfa).mean(-1),
+        "bias_mean": b.mean(-1),
+        "bias_mean_mono": mean_where(mono),
+        "bias_mean_poly": mean_where(poly),
+        "n_bias_positive": (b > POSITIVE_BIAS).sum(-1),
+    }
+
+
+@torch.no_grad()
+def _eval_loss(model: ToyModels, eval_x: Tensor, eval_target: Tensor, chunk: int = 4096) -> Tensor:
+    total = torch.zeros(model.n_inst, dtype=torch.float64, device=eval_x.device)
+    for start in range(0, len(eval_x), chunk):
+        x, t = eval_x[start:start + chunk], eval_target[start:start + chunk]
+        _, y = model(x.expand(model.n_inst, *x.shape))
+        total += task_loss(y, t).double() * len(x)
+    return (total / len(eval_x)).float()

@@ -1,0 +1,135 @@
+"""The paper's figures (authors' `plot_helper.py`), with seeds drawn as a mean and a band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+
+from .artifacts import atomic_path  # noqa: E402
+from .interpret import feature_order, neuron_order  # noqa: E402
+
+LOG_SCALED = ("lr", "bias_decay", "l1")
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _colours(values: list[float], key: str):
+    numeric = [v for v in values if isinstance(v, (int, float))]
+    if len(numeric) != len(values) or not values:
+        cmap = plt.get_cmap("tab10")
+        return (lambda v: cmap(values.index(v) % 10)), None
+    log = key.split(".")[-1] in LOG_SCALED and min(numeric) > 0
+    norm = LogNorm(min(numeric), max(numeric)) if log and min(numeric) < max(numeric) else \
+        Normalize(min(numeric), max(numeric) if max(numeric) > min(numeric) else min(numeric) + 1)
+    cmap = plt.get_cmap("viridis")
+    return (lambda v: cmap(norm(v))), plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+
+
+def training_plot(curves: pd.DataFrame, sweep_key: str | None, title: str, path: str | Path) -> None:
+    """Loss, #mono/#features (dotted line at 1) and mean bias against log2 step, coloured by sweep value."""
+    col = f"sweep.{sweep_key}" if sweep_key else None
+    curves = curves.assign(_v=curves[col] if col else "base")
+    values = sorted(curves["_v"].unique().tolist(), key=lambda v: (isinstance(v, str), v))
+    colour, mappable = _colours(values, sweep_key or "")
+    fig, axes = plt.subplots(3, 1, figsize=(6.5, 8), sharex=True)
+    for v in values:
+        g = curves[curves["_v"] == v].groupby("step")
+        for ax, metric in zip(axes, ("loss", "mono_per_feature", "mean_bias")):
+            mean, lo, hi = g[metric].mean(), g[metric].min(), g[metric].max()
+            x = np.log2(mean.index.to_numpy())
+            ax.plot(x, mean.to_numpy(), color=colour(v), lw=1.4, label=f"{v:g}" if isinstance(v, float) else str(v))
+            ax.fill_between(x, lo.to_numpy(), hi.to_numpy(), color=colour(v), alpha=0.2, lw=0)
+    axes[0].set_ylabel("loss (train)")
+    axes[0].set_yscale("log")
+    axes[1].set_ylabel("# mono / # features")
+    axes[1].axhline(1, ls=":", color="k", lw=1)
+    axes[2].set_ylabel("mean bias")
+    axes[2].set_xlabel("log2(step)")
+    axes[0].set_title(f"{title}: mean over seeds, band = min..max")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, label=sweep_key, shrink=0.6)
+    else:
+        axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def _heatmap(ax, sfa: np.ndarray, title: str):
+    order = neuron_order(_t(sfa))
+    sorted_sfa = sfa[order.numpy()]
+    feats = feature_order(_t(sorted_sfa), _t(np.arange(len(order)))).numpy()
+    im = ax.imshow(sorted_sfa[:, feats], aspect="auto", vmin=0, vmax=1.02, cmap="viridis", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("feature (sorted by best neuron)")
+    ax.set_ylabel("neuron (sorted by frac_mono)")
+    return im
+
+
+def _t(a):
+    import torch
+
+    return torch.as_tensor(a)
+
+
+def sfa_heatmaps(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None:
+    """Single-feature-activation heatmaps, one panel per model (neurons × features)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, sfa) in zip(axes[0], panels):
+        im = _heatmap(ax, sfa, title)
+    fig.colorbar(im, ax=axes[0].tolist(), label="activation", shrink=0.8)
+    _save(fig, path)
+
+
+def bias_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], n_features: int, path: str | Path) -> None:
+    """Final first-layer bias against neuron index sorted by monosemanticity, with a line at N."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for title, bias, sfa in panels:
+        order = neuron_order(_t(sfa)).numpy()
+        ax.plot(bias[order], ".", ms=3, label=title)
+    ax.axvline(n_features, color="r", ls="--", lw=1, label=f"N = {n_features}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("neuron (sorted by frac_mono)")
+    ax.set_ylabel("bias")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str | Path) -> None:
+    """#mono/#neurons and #mono/#features against the swept variable; seeds as mean ± std."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    x = points["x"].to_numpy()
+    for ax, metric, label in zip(axes, ("mono_per_neuron", "mono_per_feature", "loss"),
+                                 ("# mono / # neurons", "# mono / # features", "eval loss")):
+        mean, std = points[metric].to_numpy(float), np.nan_to_num(points[f"{metric}_std"].to_numpy(float))
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3)
+        ax.set_xlabel(sweep_key)
+        ax.set_ylabel(label)
+        if sweep_key.split(".")[-1] in LOG_SCALED and np.all(x > 0):
+            ax.set_xscale("log")
+        if sweep_key == "model.neurons":
+            ax.axvline(n_features, color="r", lw=1)
+    _save(fig, path)
+
+
+def instance_figure(title: str, sfa: np.ndarray, bias: np.ndarray, n_features: int, path: str | Path) -> None:
+    """One model: its single-feature-activation heatmap and its sorted biases."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    im = _heatmap(a, sfa, title)
+    fig.colorbar(im, ax=a)
+    order = neuron_order(_t(sfa)).numpy()
+    b.plot(bias[order], ".", ms=3)
+    b.axvline(n_features, color="r", ls="--", lw=1)
+    b.axhline(0, color="k", lw=0.5)
+    b.set_xlabel("neuron (sorted by frac_mono)")
+    b.set_ylabel("bias")
+    _save(fig, path)

@@ -1,0 +1,111 @@
+"""Feature distributions, random embedders and samplers (Jermyn et al. 2022, §2; authors' `model3.py`).
+
+A world draws sparse non-negative feature vectors f ∈ R^N (signed for the abs task), embeds them as
+x = P f ∈ R^m with a fixed random embedder P, and asks the model for a target: f itself (decoder),
+Q f with a second embedder (random re-projector) or |f| (absolute value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import World
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, so streams for (seed, purpose) never collide."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(*parts: object) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def random_embedder(n_features: int, d_embed: int, gen: torch.Generator) -> Tensor:
+    """P ∈ R^{m×N} with unit-norm columns, as the paper's `make_random_embedder`.
+
+    Gaussian N×m matrix, thin SVD, keep U (N×m), normalise each row of U to unit length, transpose.
+    """
+    g = torch.randn(n_features, d_embed, generator=gen, dtype=torch.float64)
+    u, _, _ = torch.linalg.svd(g, full_matrices=False)  # (N, min(N, m))
+    u = u / u.norm(dim=1, keepdim=True)
+    return u.T.contiguous().float()  # (m, N)
+
+
+def feature_probs(n_features: int, eps: float, distribution: str) -> Tensor:
+    """Per-feature probabilities p_i with mean ε.
+
+    Power law: p_i ∝ i^-1.1 (i = 1..N) rescaled so Σp_i = Nε, then clipped at 1. The clip is the
+    paper's quirk: at N = 512, ε = 1/64 feature 1 gets p = 1 and is present in every sample.
+    """
+    if distribution == "uniform":
+        return torch.full((n_features,), eps)
+    i = torch.arange(1, n_features + 1, dtype=torch.float64)
+    p = i ** -1.1
+    p = p * (n_features * eps / p.sum())
+    return p.clamp(max=1.0).float()
+
+
+def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: bool = False) -> Tensor:
+    """f = U[0,1) values times Bernoulli(p_i) masks, shape (batch, N).
+
+    Signed (abs task): f = v1 − v2 with v1, v2 each drawn at p/2, as the authors' code ("cut eps in
+    half to make this equivalent density").
+    """
+    if signed:
+        half = probs / 2
+        return sample_features(half, batch, gen) - sample_features(half, batch, gen)
+    values = torch.rand(batch, probs.numel(), generator=gen, device=probs.device)
+    mask = torch.rand(batch, probs.numel(), generator=gen, device=probs.device) < probs
+    return values * mask
+
+
+@dataclass
+class WorldData:
+    """A generated world: everything training and measurement need, as tensors."""
+
+    cfg: World
+    P: Tensor  # (m, N) embedder
+    Q: Tensor | None  # (m, N) target embedder of the re-projector task
+    probs: Tensor  # (N,)
+    eval_f: Tensor  # (n_eval, N) held-out features
+
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_embed if self.cfg.task == "reprojector" else self.cfg.n_features
+
+    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
+        return sample_features(self.probs, batch, gen, signed=self.cfg.task == "abs")
+
+    def inputs(self, f: Tensor) -> Tensor:
+        return f @ self.P.T  # (..., m)
+
+    def targets(self, f: Tensor) -> Tensor:
+        if self.cfg.task == "reprojector":
+            return f @ self.Q.T
+        if self.cfg.task == "abs":
+            return f.abs()
+        return f
+
+    @property
+    def probes(self) -> Tensor:
+        """The N single-feature probes x = P e_i at amplitude 1, shape (N, m)."""
+        return self.P.T.contiguous()
+
+    def to(self, device: torch.device | str) -> WorldData:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return WorldData(self.cfg, move(self.P), move(self.Q), move(self.probs), move(self.eval_f))
+
+
+def generate_world(cfg: World) -> WorldData:
+    """Draw the embedders, probabilities and held-out set of a world from its seed."""
+    P = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "P"))
+    Q = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "Q")) if cfg.task == "reprojector" else None
+    probs = feature_probs(cfg.n_features, cfg.eps, cfg.distribution)
+    eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval"), signed=cfg.task == "abs")
+    return WorldData(cfg, P, Q, probs, eval_f)

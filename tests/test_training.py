@@ -1,0 +1,155 @@
+"""The batched trainer is the paper's training loop, instance by instance."""
+
+import math
+
+import pytest
+import torch
+import torch_optimizer
+from torch import nn
+
+from monosem.config import Instance, ModelCfg, TrainCfg, World
+from monosem.lit import ToyStudyModule, fit, log_steps
+from monosem.models import ToyModels, l1_penalty, task_loss
+from monosem.optim import BatchedLamb, cosine_factor, decay_bias
+from monosem.worlds import derive_seed, generate_world
+
+WORLD = World(n_features=12, d_embed=4, eps=0.2, n_eval=64, seed=3)
+
+
+def instance(seed=0, steps=40, **train):
+    base = dict(steps=steps, batch_size=32, lr=0.01, t_max=8, bias_offset=-0.5, bias_decay=0.5, l1=0.01)
+    return Instance(point={}, seed=seed, model=ModelCfg(neurons=10), train=TrainCfg(**base | train))
+
+
+def reference_run(world, inst: Instance, steps: int):
+    """The authors' loop: nn.Sequential, torch_optimizer.Lamb, CosineAnnealingLR, bias decay in the first half."""
+    toy = ToyModels(1, world.cfg.d_embed, inst.model.neurons, world.d_out)
+    toy.init_instance(0, inst.seed, inst.train.bias_offset)
+    l1, act, l2 = nn.Linear(world.cfg.d_embed, inst.model.neurons), nn.ReLU(), nn.Linear(inst.model.neurons, world.d_out, bias=False)
+    with torch.no_grad():
+        l1.weight.copy_(toy.W1[0]), l1.bias.copy_(toy.b1[0]), l2.weight.copy_(toy.W2[0])
+    net = nn.Sequential(l1, act, l2)
+    opt = torch_optimizer.Lamb(net.parameters(), lr=inst.train.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=inst.train.t_max)
+    gen = torch.Generator().manual_seed(derive_seed(world.cfg.seed, inst.seed, "data"))
+    for i in range(steps):
+        f = world.sample(inst.train.batch_size, gen)
+        x = world.inputs(f)
+        h = act(l1(x))
+        y = l2(h)
+        loss = ((y - world.targets(f)) ** 2).sum() / len(f) + inst.train.l1 * h.abs().sum() / len(f)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if i < inst.train.steps / 2:
+            with torch.no_grad():
+                l1.bias.mul_(1 - inst.train.bias_decay * inst.train.lr)
+    return {"W1": l1.weight.detach(), "b1": l1.bias.detach(), "W2": l2.weight.detach()}
+
+
+def batched_run(world, instances):
+    module = ToyStudyModule(world, instances)
+    fit(module, progress=False)
+    return module
+
+
+def test_cosine_factor_is_periodic_like_pytorch():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
+    for step in range(40):
+        assert cosine_factor(step, 8) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        opt.step()
+        sched.step()
+    assert cosine_factor(8, 8) == 0 and cosine_factor(16, 8) == 1 and cosine_factor(24, 8) == 0
+
+
+def test_batched_lamb_step_equals_reference_lamb_per_instance():
+    torch.manual_seed(0)
+    params = [torch.randn(3, 5, 4), torch.randn(3, 5), torch.zeros(3, 6)]  # a zero tensor: trust ratio 1
+    lrs = torch.tensor([0.01, 0.1, 0.03])
+    batched = [nn.Parameter(p.clone()) for p in params]
+    opt = BatchedLamb(batched, lr=lrs)
+    singles = [[nn.Parameter(p[i].clone()) for p in params] for i in range(3)]
+    refs = [torch_optimizer.Lamb(s, lr=float(lrs[i])) for i, s in enumerate(singles)]
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for p, g in zip(batched, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i in range(3):
+            for p, g in zip(singles[i], grads):
+                p.grad = g[i].clone()
+            refs[i].step()
+    for i in range(3):
+        for p, s in zip(batched, singles[i]):
+            torch.testing.assert_close(p[i], s, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_decay_multiplies_by_one_minus_decay_times_lr():
+    b = torch.ones(2, 3)
+    decay_bias(b, torch.tensor([0.5, 0.0]), torch.tensor([0.1, 0.1]))
+    assert torch.equal(b, torch.tensor([[0.95] * 3, [1.0] * 3]))
+
+
+def test_loss_is_summed_over_outputs_and_averaged_over_batch():
+    y = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])  # (inst=1, batch=2, out=2)
+    t = torch.zeros_like(y)
+    assert task_loss(y, t).item() == pytest.approx((1 + 4) / 2)
+    assert l1_penalty(-y).item() == pytest.approx(3 / 2)
+
+
+def test_default_init_matches_nn_linear_bounds_plus_offset():
+    toy = ToyModels(1, 16, 64, 32)
+    toy.init_instance(0, seed=1, bias_offset=-1.0)
+    assert toy.W1.abs().max() <= 1 / 4 and toy.W1.abs().max() > 0.2  # U(±1/√m)
+    assert toy.W2.abs().max() <= 1 / 8 and toy.W2.abs().max() > 0.1  # U(±1/√k)
+    assert -1.25 <= toy.b1.min() and toy.b1.max() <= -0.75
+
+
+def test_one_instance_matches_torch_optimizer_lamb_reference():
+    world = generate_world(WORLD)
+    inst = instance(seed=5)
+    module = batched_run(world, [inst])
+    ref = reference_run(world, inst, inst.train.steps)
+    for name in ("W1", "b1", "W2"):
+        torch.testing.assert_close(getattr(module.model, name)[0].detach(), ref[name], rtol=1e-4, atol=1e-5)
+
+
+def test_batched_training_equals_separate_runs():
+    world = generate_world(WORLD)
+    lrs, seeds = [0.003, 0.03], [0, 1]
+    insts = [instance(seed=s, lr=lr, bias_decay=d) for lr, d in zip(lrs, [0.0, 3.0]) for s in seeds]
+    together = batched_run(world, insts)
+    for i, inst in enumerate(insts):
+        alone = batched_run(world, [inst])
+        for name in ("W1", "b1", "W2"):
+            torch.testing.assert_close(getattr(together.model, name)[i], getattr(alone.model, name)[0], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(together.curves.values["loss"][-1][i], alone.curves.values["loss"][-1][0], rtol=1e-5)
+
+
+def test_bias_decay_only_in_first_half():
+    world = generate_world(WORLD)
+    # lr tiny so the optimiser barely moves b; decay huge so its effect is unmistakable.
+    insts = [instance(steps=20, lr=1e-6, bias_decay=5e4, bias_offset=-1.0)]
+    module = ToyStudyModule(world, insts)
+    b0 = module.model.b1.detach().clone()
+    fit(module, progress=False)
+    expected = b0 * (1 - 5e4 * 1e-6) ** 10  # 10 of 20 steps decay
+    torch.testing.assert_close(module.model.b1.detach(), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_log_steps_include_powers_of_two_and_the_end():
+    s = log_steps(100, 4)
+    assert {1, 2, 4, 8, 16, 32, 64, 25, 50, 75, 100} <= set(s) and s == sorted(s)
+
+
+def test_diverging_instance_is_flagged_and_others_unaffected():
+    world = generate_world(WORLD)
+    good, bad = instance(seed=0, lr=0.01), instance(seed=0, lr=1e30, bias_decay=0.0)
+    module = batched_run(world, [good, bad])  # two sweep points, one seed: order (point, seed)
+    alone = batched_run(world, [good])
+    assert module.diverged_at[0] == -1
+    torch.testing.assert_close(module.model.W1[0], alone.model.W1[0])
+    assert module.diverged_at[1] >= 0
+    assert not math.isfinite(module.curves.values["loss"][-1][1])
