@@ -1,0 +1,39 @@
+# make repro | make test | make setup | make ui | make bench      (VENV=path uses another environment)
+VENV ?= .venv
+PYTHON ?= python3.11
+PORT ?= 5000
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.monosem-setup
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := true
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup repro test ui bench
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/train_throughput.py
+
+# The MLflow UI over the project's own store, on loopback only; prints the runs table of the experiment.
+ui: setup
+	@$(PY) -c "import sqlite3, yaml, pathlib; \
+	name = yaml.safe_load(open('params.yaml'))['tracking']['experiment']; \
+	db = pathlib.Path('mlflow.db'); \
+	row = db.exists() and sqlite3.connect(db).execute('select experiment_id from experiments where name=?', (name,)).fetchone(); \
+	print(f'runs: http://127.0.0.1:$(PORT)/#/experiments/{row[0]}/runs' if row else 'no runs yet: make repro first')"
+	mlflow server --host 127.0.0.1 --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts

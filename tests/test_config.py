@@ -1,0 +1,86 @@
+"""Bad params are refused before any work, with one line naming the key, the value and what is allowed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monosem.config import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
+
+
+def edited(path: str, value):
+    raw = copy.deepcopy(TINY)
+    *parents, last = path.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+BAD = [
+    # (dotted path to edit, new value, words the error must contain)
+    ("worlds.tiny.eps", 0.0, ["worlds.tiny.eps", "0.0", "greater than 0"]),
+    ("worlds.tiny.eps", 1.5, ["worlds.tiny.eps", "1.5", "less than or equal to 1"]),
+    ("worlds.tiny.eps", "dense", ["worlds.tiny.eps", "'dense'", "valid number"]),
+    ("worlds.tiny.distribution", "zipf", ["worlds.tiny.distribution", "'zipf'", "'uniform' or 'power_law'"]),
+    ("worlds.tiny.task", "sort", ["worlds.tiny.task", "'sort'", "'decoder', 'reprojector' or 'abs'"]),
+    ("worlds.tiny.n_features", 0, ["worlds.tiny.n_features", "0", "greater than or equal to 1"]),
+    ("worlds.tiny.colour", "red", ["worlds.tiny.colour", "unknown key"]),
+    ("worlds.tiny.d_embed", DELETE, ["worlds.tiny.d_embed", "required"]),
+    ("studies.LR1.model.neurons", 0, ["studies.LR1.model.neurons", "0", "greater than or equal to 1"]),
+    ("studies.LR1.model.activation", "tanh", ["studies.LR1.model.activation", "'tanh'", "'relu', 'gelu' or 'solu'"]),
+    ("studies.LR1.train.lr", -0.1, ["studies.LR1.train.lr", "-0.1", "greater than 0"]),
+    ("studies.LR1.train.steps", 1.5, ["studies.LR1.train.steps", "1.5", "integer"]),
+    ("studies.LR1.train.bias_decay", 1000.0, ["studies.LR1.train", "bias_decay * lr", "< 1"]),
+    ("studies.LR1.seeds", [], ["studies.LR1.seeds", "at least 1"]),
+    ("studies.LR1.seeds", [1, 1], ["studies.LR1.seeds", "distinct"]),
+    ("studies.LR1.world", "mars", ["studies.LR1.world", "'mars'", "no such world", "tiny"]),
+    ("studies.LR1.sweep", {"train.momentum": [0.9]}, ["studies.LR1.sweep.train.momentum", "cannot sweep", "train.lr"]),
+    ("studies.LR1.sweep", {"train.lr": [0.01, -1]}, ["studies.LR1.sweep.train.lr[1]", "-1", "greater than 0"]),
+    ("studies.LR1.sweep", {"model.activation": ["relu", "swish"]}, ["model.activation[1]", "'swish'", "'relu', 'gelu'"]),
+    ("studies.LR1.sweep", {"train.lr": []}, ["studies.LR1.sweep.train.lr", "at least one value"]),
+    ("runtime", {"accelerator": "tpu"}, ["runtime.accelerator", "'tpu'", "'cpu', 'gpu' or 'auto'"]),
+    ("tracking", {"experiment": ""}, ["tracking.experiment", "at least 1 character"]),
+]
+
+
+@pytest.mark.parametrize("path,value,words", BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
+def test_bad_param_is_one_line_naming_key_value_and_allowed(path, value, words):
+    with pytest.raises(ParamsError) as err:
+        parse_params(edited(path, value))
+    msg = str(err.value)
+    assert "\n" not in msg
+    for word in words:
+        assert word in msg, f"{word!r} not in {msg!r}"
+
+
+def test_tiny_and_default_params_are_valid():
+    assert parse_params(TINY).studies["LR1"].instances()[0].label == "lr=0.003,seed=0"
+    params = load_params(ROOT / "params.yaml")
+    assert all(len(s.seeds) >= 3 for s in params.studies.values())
+
+
+def test_sweep_is_a_grid_times_seeds_with_seed_fastest():
+    raw = edited("studies.LR1.sweep", {"train.lr": [0.1, 0.2], "train.l1": [0.0, 0.5]})
+    insts = parse_params(raw).studies["LR1"].instances()
+    assert len(insts) == 2 * 2 * 2
+    assert [i.seed for i in insts[:4]] == [0, 1, 0, 1]
+    assert insts[2].train.lr == 0.1 and insts[2].train.l1 == 0.5 and insts[2].point_label == "lr=0.1,l1=0.5"
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "p.yaml").write_text("worlds: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")

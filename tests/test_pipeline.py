@@ -1,0 +1,135 @@
+"""End to end: real `dvc repro` on tiny params in a temp git repo, real MLflow store, real Lightning."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def sh(cmd, cwd, check=True):
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "DVC_NO_ANALYTICS": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
+        env.pop(var, None)
+    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("e2e")
+    for name in ("dvc.yaml", ".gitignore", "pipeline", "src", ".dvc"):
+        src = ROOT / name
+        (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+         if src.is_dir() else shutil.copy(src, repo / name))
+    shutil.copy(ROOT / "tests" / "tiny_params.yaml", repo / "params.yaml")
+    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", repo)
+    first = sh("dvc repro", repo)
+    return repo, first.stdout
+
+
+def client(repo):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("monosem-test")
+    return c, exp
+
+
+def all_runs(repo):
+    c, exp = client(repo)
+    return c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_repro_produces_every_output(repo):
+    repo, out = repo
+    assert ran(out) == {"generate@tiny", "train@LR1", "train@LR3", "measure@LR1", "measure@LR3",
+                        "interpret@LR1", "interpret@LR3", "report"}
+    assert (repo / "data/worlds/tiny/world.safetensors").exists()
+    for study in ("LR1", "LR3"):
+        metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
+        assert set(metrics["points"]) == {"lr=0.003", "lr=0.03"}
+        assert len(metrics["instances"]) == 4
+        for fig in ("training.png", "sfa.png", "bias.png", "mono_sweep.png"):
+            assert (repo / f"results/{study}/interp/{fig}").stat().st_size > 10_000
+        assert len(list((repo / f"results/{study}/interp/neurons").glob("*.csv"))) == 4
+    claims = json.loads((repo / "reports/claims.json").read_text())
+    assert {c["id"] for c in claims} >= {"lr_same_loss_different_mono", "bias_trick_more_mono_no_loss_cost"}
+    assert all(set(c) >= {"claim", "holds", "evidence"} and c["holds"] in (True, False, None) for c in claims)
+    report = (repo / "reports/report.md").read_text()
+    assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
+    shown = sh("dvc metrics show --json", repo).stdout
+    assert "mono_per_feature" in shown
+
+
+def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
+    repo, _ = repo
+    c, _ = client(repo)
+    runs = all_runs(repo)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(children) == 8
+    assert all(r.info.status == "FINISHED" for r in runs)
+    manifest = json.loads((repo / "models/LR1/instances.json").read_text())
+    ids = {e["run_id"] for e in manifest["instances"]}
+    assert ids <= {r.info.run_id for r in children}
+    run = c.get_run(manifest["instances"][0]["run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == manifest["parent_run_id"]
+    assert run.data.params["train.lr"] == "0.003" and run.data.params["world.eps"] == "0.25"
+    assert run.data.params["seed"] == "0" and run.data.params["sweep.train.lr"] == "0.003"
+    for tag in ("dvc.stage", "dvc.exp_name", "dvc.baseline_rev", "git.commit", "monosem.input_hash"):
+        assert tag in run.data.tags
+    assert run.data.tags["dvc.stage"] == "train@LR1"
+    assert {"loss", "mono_per_feature", "mean_bias", "final.loss", "final.mono_per_feature"} <= set(run.data.metrics)
+    assert len(c.get_metric_history(run.info.run_id, "loss")) >= 8
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "interp")}
+    assert any(p.endswith(".png") for p in artifacts) and any(p.endswith(".csv") for p in artifacts)
+    assert [a.path for a in c.list_artifacts(run.info.run_id, "model")] == ["model/model.safetensors"]
+    exp = client(repo)[1]
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+def test_editing_one_study_reruns_only_that_study_and_the_report(repo):
+    repo, _ = repo
+    before = len(all_runs(repo))
+    assert "up to date" in sh("dvc repro", repo).stdout  # nothing changed: nothing runs, no new runs
+    assert len(all_runs(repo)) == before
+    lr1_metrics = (repo / "results/LR1/metrics.json").read_bytes()
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["studies"]["LR3"]["train"]["steps"] = 48
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc repro", repo).stdout
+    assert ran(out) == {"train@LR3", "measure@LR3", "interpret@LR3", "report"}
+    assert (repo / "results/LR1/metrics.json").read_bytes() == lr1_metrics
+    assert len(all_runs(repo)) == before + 1 + 4  # a new parent and one run per LR3 instance
+
+
+def test_bad_param_stops_before_training_with_one_line_and_no_running_runs(repo):
+    repo, _ = repo
+    before = len(all_runs(repo))
+    lr3 = (repo / "models/LR3/weights.safetensors").read_bytes()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["studies"]["LR1"]["train"]["lr"] = -1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc repro train@LR1", repo, check=False)
+    assert out.returncode != 0
+    assert "error: params.yaml: studies.LR1.train.lr = -1: Input should be greater than 0" in out.stderr
+    runs = all_runs(repo)
+    assert len(runs) == before and not [r for r in runs if r.info.status == "RUNNING"]
+    assert (repo / "models/LR3/weights.safetensors").read_bytes() == lr3

@@ -1,0 +1,57 @@
+"""Worlds follow the paper's sampling code, including its quirks."""
+
+import pytest
+import torch
+
+from monosem.config import World
+from monosem.worlds import feature_probs, generate_world, random_embedder, sample_features
+
+
+def test_embedder_has_unit_feature_columns_from_thin_svd():
+    P = random_embedder(64, 16, torch.Generator().manual_seed(0))
+    assert P.shape == (16, 64)
+    torch.testing.assert_close(P.norm(dim=0), torch.ones(64))
+    # Rows of U before normalisation are orthonormal columns: P P^T is close to (N/m) I up to row rescaling.
+    gram = P @ P.T
+    assert torch.allclose(gram, gram.T) and gram.diag().min() > 2
+
+
+def test_power_law_matches_the_paper_numbers_and_clips_feature_one():
+    p = feature_probs(512, 1 / 64, "power_law").double()
+    assert p[0] == 1.0  # 1.53 before the clip: feature 1 is in every sample
+    assert p[1].item() == pytest.approx(0.714, abs=5e-4)
+    assert p[9].item() == pytest.approx(0.122, abs=5e-4)
+    assert p[99].item() == pytest.approx(0.0097, abs=5e-5)
+    assert p[511].item() == pytest.approx(0.0016, abs=5e-5)
+    assert p.sum().item() == pytest.approx(7.47, abs=0.01)  # not 8: the clip removes mass
+
+
+def test_uniform_density_and_values_in_unit_interval():
+    f = sample_features(torch.full((100,), 0.05), 20000, torch.Generator().manual_seed(1))
+    assert (f >= 0).all() and (f < 1).all()
+    assert (f > 0).float().mean().item() == pytest.approx(0.05, rel=0.03)
+
+
+def test_abs_task_draws_signed_features_at_half_density_each():
+    f = sample_features(torch.full((100,), 0.1), 20000, torch.Generator().manual_seed(2), signed=True)
+    assert (f < 0).float().mean().item() == pytest.approx(0.05, rel=0.05)
+    assert (f > 0).float().mean().item() == pytest.approx(0.05, rel=0.05)
+
+
+def test_world_targets_per_task():
+    for task, d_out in (("decoder", 12), ("reprojector", 4), ("abs", 12)):
+        w = generate_world(World(n_features=12, d_embed=4, eps=0.2, task=task, n_eval=10))
+        f = w.eval_f
+        assert w.targets(f).shape == (10, d_out) and w.d_out == d_out
+        assert torch.allclose(w.inputs(f), f @ w.P.T)
+    w = generate_world(World(n_features=12, d_embed=4, eps=0.2, task="abs", n_eval=50))
+    assert torch.equal(w.targets(w.eval_f), w.eval_f.abs())
+    assert torch.equal(w.probes, w.P.T)
+
+
+def test_world_is_a_function_of_its_seed():
+    a = generate_world(World(n_features=12, d_embed=4, eps=0.2, n_eval=10, seed=1))
+    b = generate_world(World(n_features=12, d_embed=4, eps=0.2, n_eval=10, seed=1))
+    c = generate_world(World(n_features=12, d_embed=4, eps=0.2, n_eval=10, seed=2))
+    assert torch.equal(a.P, b.P) and torch.equal(a.eval_f, b.eval_f)
+    assert not torch.equal(a.P, c.P)
