@@ -11,7 +11,7 @@ from monosem.metrics import measure
 from monosem.models import ToyModels
 from monosem.tracking import Tracker
 
-SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "n_dead", "bias_mean_mono",
+SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99", "n_dead", "bias_mean_mono",
               "bias_mean_poly", "n_bias_positive")
 
 

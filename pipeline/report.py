@@ -12,6 +12,7 @@ from monosem.tracking import tracking_uri
 
 COLUMNS = [("loss", "eval loss", 4), ("mono_per_feature", "#mono/#features", 3),
            ("mono_per_neuron", "#mono/#neurons", 3), ("features_covered", "features covered", 3),
+           ("mono_per_feature_at_0.99", "#mono/#features at 0.99", 3),
            ("n_dead", "dead", 1), ("bias_mean_mono", "bias mono", 3), ("bias_mean_poly", "bias poly", 3)]
 
 

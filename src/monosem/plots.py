@@ -64,14 +64,15 @@ def training_plot(curves: pd.DataFrame, sweep_key: str | None, title: str, path:
     _save(fig, path)
 
 
-def _heatmap(ax, sfa: np.ndarray, title: str):
+def _heatmap(ax, sfa: np.ndarray, title: str, ylabel: bool = True):
     order = neuron_order(_t(sfa))
     sorted_sfa = sfa[order.numpy()]
     feats = feature_order(_t(sorted_sfa), _t(np.arange(len(order)))).numpy()
     im = ax.imshow(sorted_sfa[:, feats], aspect="auto", vmin=0, vmax=1.02, cmap="viridis", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("feature (sorted by best neuron)")
-    ax.set_ylabel("neuron (sorted by frac_mono)")
+    if ylabel:
+        ax.set_ylabel("neuron (sorted by frac_mono)")
     return im
 
 
@@ -84,8 +85,8 @@ def _t(a):
 def sfa_heatmaps(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None:
     """Single-feature-activation heatmaps, one panel per model (neurons × features)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
-    for ax, (title, sfa) in zip(axes[0], panels):
-        im = _heatmap(ax, sfa, title)
+    for j, (ax, (title, sfa)) in enumerate(zip(axes[0], panels)):
+        im = _heatmap(ax, sfa, title, ylabel=j == 0)
     fig.colorbar(im, ax=axes[0].tolist(), label="activation", shrink=0.8)
     _save(fig, path)
 
