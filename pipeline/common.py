@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -62,7 +63,11 @@ def load_states(study: str, manifest: dict) -> list[dict[str, torch.Tensor]]:
 
 
 def run(main: Callable[..., None]) -> None:
-    """Run a stage; known failures print one line and exit non-zero (2 for bad params, 1 otherwise)."""
+    """Run a stage; known failures print one line and exit non-zero (2 for bad params, 1 otherwise).
+
+    SIGTERM (`dvc queue kill`, a CI timeout) becomes SystemExit, so open MLflow runs are marked KILLED.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         main(*sys.argv[1:])
     except ParamsError as err:

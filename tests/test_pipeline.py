@@ -133,3 +133,30 @@ def test_bad_param_stops_before_training_with_one_line_and_no_running_runs(repo)
     runs = all_runs(repo)
     assert len(runs) == before and not [r for r in runs if r.info.status == "RUNNING"]
     assert (repo / "models/LR3/weights.safetensors").read_bytes() == lr3
+
+
+def test_sigterm_during_training_marks_runs_killed_and_writes_no_manifest(repo):
+    import signal
+    import time
+
+    repo, _ = repo
+    params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
+    params["studies"]["LR1"]["train"]["steps"] = 200_000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(repo / "models" / "LR1", ignore_errors=True)
+    before = {r.info.run_id for r in all_runs(repo)}
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "LR1"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training has started: all 5 runs exist
+        if len({r.info.run_id for r in all_runs(repo)} - before) == 5:
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    new = [r for r in all_runs(repo) if r.info.run_id not in before]
+    assert len(new) == 5 and all(r.info.status == "KILLED" for r in new)
+    assert not (repo / "models/LR1/instances.json").exists()

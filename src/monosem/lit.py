@@ -113,8 +113,8 @@ class ToyStudyModule(L.LightningModule):
             decay_bias(self.model.b1, self.decay, self.lr)
 
         task = task.detach()
-        bad = ~torch.isfinite(task) & (self.diverged_at < 0)
-        self.diverged_at[bad] = step
+        # torch.where, not a masked assignment: index_put_ is slow under deterministic algorithms.
+        self.diverged_at.copy_(torch.where(~torch.isfinite(task) & (self.diverged_at < 0), step, self.diverged_at))
         self._loss_sum += task
         self._loss_n += 1
         if step + 1 in self.record_at:
