@@ -10,9 +10,13 @@ from typing import Callable
 
 import torch
 
-from monosem.artifacts import load_tensors, read_json
-from monosem.config import Instance, Params, load_params
-from monosem.errors import ArtifactError, MonosemError, ParamsError
+# Stages import the library from this checkout's src/ (a DVC dependency), not from wherever the
+# environment's editable install points: a queued experiment's temporary copy then runs its own code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from monosem.artifacts import load_tensors, read_json  # noqa: E402
+from monosem.config import Instance, Params, load_params  # noqa: E402
+from monosem.errors import ArtifactError, MonosemError, ParamsError  # noqa: E402
 
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
 

@@ -4,13 +4,12 @@ import csv
 
 import pandas as pd
 import torch
-from common import groups, load_manifest, load_states, model_dir, result_dir, run, study_params, world_dir
+from common import load_manifest, load_states, model_dir, result_dir, run, study_params, world_dir
 
 from monosem import plots
-from monosem.artifacts import atomic_path, load_world, read_json
-from monosem.interpret import neuron_table
-from monosem.metrics import single_feature_activations
-from monosem.models import ToyModels
+from monosem.artifacts import atomic_path, load_world, read_json, write_json
+from monosem.interpret import analyse
+from monosem.models import ACTIVATIONS
 from monosem.tracking import Tracker
 
 
@@ -31,18 +30,32 @@ def main(name: str) -> None:
     out = result_dir(name) / "interp"
     n = world.cfg.n_features
 
-    sfas = [None] * len(instances)
-    for members in groups(instances):
-        model = ToyModels.from_states([states[i] for i in members], instances[members[0]].model.activation)
-        for j, s in zip(members, single_feature_activations(model, world.probes)):
-            sfas[j] = s
+    sfas = []
     tracker = Tracker(params.tracking.experiment)
-    for inst, entry, sfa, state in zip(instances, manifest["instances"], sfas, states):
-        table, figure = out / "neurons" / f"{inst.label}.csv", out / "instances" / f"{inst.label}.png"
-        write_csv(table, neuron_table(sfa, state["b1"], state["W2"]))
-        plots.instance_figure(f"{name} {inst.label}", sfa.numpy(), state["b1"].numpy(), n, figure)
-        tracker.log_artifact(entry["run_id"], table, "interp")
-        tracker.log_artifact(entry["run_id"], figure, "interp")
+    eval_x = world.inputs(world.eval_f)
+    summaries = {}
+    for inst, entry, state in zip(instances, manifest["instances"], states):
+        res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
+                      world.cfg.task, eval_x, world.Q)
+        sfa = res["sfa"]
+        sfas.append(sfa)
+        summaries[inst.label] = res["summary"]
+        title = f"{name} {inst.label}"
+        paths = {"table": out / "neurons" / f"{inst.label}.csv", "figure": out / "instances" / f"{inst.label}.png",
+                 "decomposition": out / "decomposition" / f"{inst.label}.png",
+                 "spectrum": out / "spectrum" / f"{inst.label}.png", "summary": out / "summaries" / f"{inst.label}.json"}
+        write_csv(paths["table"], res["rows"])
+        write_json(paths["summary"], res["summary"])
+        plots.instance_figure(title, sfa.numpy(), state["b1"].numpy(), n, paths["figure"])
+        plots.decomposition_plot(res["amplitudes"].numpy(), {k: v.numpy() for k, v in res["decomposition"].items()},
+                                 title, paths["decomposition"])
+        plots.spectrum_plot(res["sv_full"].numpy(), res["sv_poly"].numpy(), res["r2"].numpy(), world.cfg.d_embed,
+                            title, paths["spectrum"])
+        for path in paths.values():
+            tracker.log_artifact(entry["run_id"], path, "interp")
+        tracker.log_metrics(entry["run_id"], {f"interp.{k}": v for k, v in res["summary"].items()
+                                              if isinstance(v, (int, float)) and v == v}, step=inst.train.steps)
+    write_json(out / "summary.json", summaries)
 
     # Study figures: the paper's plot types.
     sweep_key = next(iter(study.sweep), None)
@@ -66,7 +79,7 @@ def main(name: str) -> None:
             figures.append("mono_sweep.png")
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
-    print(f"interpret@{name}: {len(instances)} neuron tables, figures {', '.join(figures)} in {out}")
+    print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
 
 
 if __name__ == "__main__":

@@ -134,3 +134,42 @@ def instance_figure(title: str, sfa: np.ndarray, bias: np.ndarray, n_features: i
     b.set_xlabel("neuron (sorted by frac_mono)")
     b.set_ylabel("bias")
     _save(fig, path)
+
+
+def decomposition_plot(amplitudes: np.ndarray, curves: dict[str, np.ndarray], title: str, path: str | Path) -> None:
+    """Output along feature i's target against its input amplitude f_i (only feature i on), for the full
+    model and each sub-network, against the truth y = x. Lines: mean over features; bands: 10–90%."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    colours = {"full": "k", "mono": "tab:blue", "poly": "tab:red", "bias>0": "tab:orange", "bias<=0": "tab:green"}
+    for name, y in curves.items():
+        ax.plot(amplitudes, y.mean(1), color=colours.get(name), lw=1.8 if name == "full" else 1.3, label=name)
+        ax.fill_between(amplitudes, np.percentile(y, 10, axis=1), np.percentile(y, 90, axis=1),
+                        color=colours.get(name), alpha=0.12, lw=0)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="y = x")
+    ax.set_xlabel("input amplitude f_i")
+    ax.set_ylabel("output along t_i")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def spectrum_plot(sv_full: np.ndarray, sv_poly: np.ndarray, r2: np.ndarray, d_embed: int, title: str,
+                  path: str | Path) -> None:
+    """Singular values of the linear path W2 W1 P and of the polysemantic block, and the R² of a rank-r
+    linear map plus a constant for the polysemantic block's output."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for sv, label in ((sv_full, "W2·W1·P (all neurons)"), (sv_poly, "polysemantic block")):
+        if len(sv) and sv[0] > 0:
+            a.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv / sv[0], 1e-8), ".-", ms=3, label=label)
+    a.axvline(d_embed, color="r", lw=1, ls="--", label=f"m = {d_embed}")
+    a.set_xlabel("index")
+    a.set_ylabel("singular value / largest")
+    a.set_xlim(0, min(len(sv_full), 4 * d_embed) + 1)
+    a.legend(fontsize=7)
+    b.plot(np.arange(len(r2)), r2, "o-", ms=3)
+    b.axhline(0.9, color="grey", ls=":", lw=1)
+    b.set_ylim(0, 1.02)
+    b.set_xlabel("rank r")
+    b.set_ylabel("R² of polysemantic output")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
