@@ -51,8 +51,8 @@ def main(name: str) -> None:
                                  title, paths["decomposition"])
         plots.spectrum_plot(res["sv_full"].numpy(), res["sv_poly"].numpy(), res["r2"].numpy(), world.cfg.d_embed,
                             title, paths["spectrum"])
-        for path in paths.values():
-            tracker.log_artifact(entry["run_id"], path, "interp")
+        for kind, path in paths.items():  # figures share a file name (the label): one folder per kind
+            tracker.log_artifact(entry["run_id"], path, f"interp/{kind}")
         tracker.log_metrics(entry["run_id"], {f"interp.{k}": v for k, v in res["summary"].items()
                                               if isinstance(v, (int, float)) and v == v}, step=inst.train.steps)
     write_json(out / "summary.json", summaries)

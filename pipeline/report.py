@@ -74,12 +74,25 @@ def mechanism_section(interp: dict, metrics: dict, claims: list[dict], figures: 
              "amplitude. The same linearity measures are given for the strongly polysemantic neurons "
              "(frac_mono < 0.9) and the positive-bias neurons, which the 0.999 rule lumps with near-monosemantic "
              "ones. Mean ± std over seeds.", ""]
+    lines += ["For the re-projector task the outputs are Q f ∈ R^m, not features: each feature's output is read "
+              "along t_i = Q e_i and the identity of the hypothesis becomes Q; classification, sensitivity, the "
+              "decomposition, the spectra and the R² all apply. For the absolute-value task the probes of the "
+              "pair search are ±e_i, and the counts of features served by a ReLU(v)/ReLU(−v) pair, by one "
+              "neuron, or only by polysemantic neurons follow each study's table.", ""]
     for name, summaries in interp.items():
         lines += [f"### {name}", "", "| point | " + " | ".join(c[1] for c in MECH_COLUMNS) + " |",
                   "|---" * (len(MECH_COLUMNS) + 1) + "|"]
         for point, stats in point_stats(summaries, metrics[name]).items():
             lines.append(f"| {point} | " + " | ".join(_cell(stats, k, d) for k, _, d in MECH_COLUMNS) + " |")
         lines.append("")
+        abs_rows = [s for s in summaries.values() if "abs_features_pair" in s]
+        if abs_rows:
+            counts = {k: statistics.fmean(s[k] for s in abs_rows)
+                      for k in ("abs_features_pair", "abs_features_one", "abs_features_poly_only")}
+            lines += [f"Absolute value, mean over {len(abs_rows)} models of {abs_rows[0]['n_features']} features: "
+                      f"{counts['abs_features_pair']:.1f} served by a ReLU(v)/ReLU(−v) pair, "
+                      f"{counts['abs_features_one']:.1f} by one signed neuron, "
+                      f"{counts['abs_features_poly_only']:.1f} only by polysemantic neurons.", ""]
         lines += [f"![{name} {fig}](figures/{fig})" for fig in figures.get(name, [])]
         lines.append("")
     return "\n".join(lines)

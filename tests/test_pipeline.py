@@ -58,8 +58,8 @@ def all_runs(repo):
 
 def test_repro_produces_every_output(repo):
     repo, out = repo
-    assert ran(out) == {"generate@tiny", "train@LR1", "train@LR3", "measure@LR1", "measure@LR3",
-                        "interpret@LR1", "interpret@LR3", "report"}
+    assert ran(out) == {"generate@tiny", "generate@tiny_abs", "report"} | {
+        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
         metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
@@ -68,11 +68,18 @@ def test_repro_produces_every_output(repo):
         for fig in ("training.png", "sfa.png", "bias.png", "mono_sweep.png"):
             assert (repo / f"results/{study}/interp/{fig}").stat().st_size > 10_000
         assert len(list((repo / f"results/{study}/interp/neurons").glob("*.csv"))) == 4
+    for kind in ("decomposition", "spectrum", "instances"):
+        assert len(list((repo / f"results/LR3/interp/{kind}").glob("*.png"))) == 4
+    summary = json.loads((repo / "results/LR5/interp/summary.json").read_text())
+    assert len(summary) == 2 and all("abs_features_pair" in s and "poly_r2_rank_m" in s for s in summary.values())
     claims = json.loads((repo / "reports/claims.json").read_text())
-    assert {c["id"] for c in claims} >= {"lr_same_loss_different_mono", "bias_trick_more_mono_no_loss_cost"}
+    assert {c["id"] for c in claims} >= {"lr_same_loss_different_mono", "bias_trick_more_mono_no_loss_cost",
+                                         "poly_linear_low_rank_plus_offset", "mono_thresholded_per_feature"}
     assert all(set(c) >= {"claim", "holds", "evidence"} and c["holds"] in (True, False, None) for c in claims)
     report = (repo / "reports/report.md").read_text()
     assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
+    assert "## The residual polysemantic neurons" in report and "ReLU(v)/ReLU(−v) pair" in report
+    assert (repo / "reports/figures/LR5-decomposition.png").exists()
     shown = sh("dvc metrics show --json", repo).stdout
     assert "mono_per_feature" in shown
 
@@ -83,7 +90,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     runs = all_runs(repo)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and len(children) == 8
+    assert len(parents) == 3 and len(children) == 10
     assert all(r.info.status == "FINISHED" for r in runs)
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     ids = {e["run_id"] for e in manifest["instances"]}
@@ -95,10 +102,14 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     for tag in ("dvc.stage", "dvc.exp_name", "dvc.baseline_rev", "git.commit", "monosem.input_hash"):
         assert tag in run.data.tags
     assert run.data.tags["dvc.stage"] == "train@LR1"
-    assert {"loss", "mono_per_feature", "mean_bias", "final.loss", "final.mono_per_feature"} <= set(run.data.metrics)
+    assert {"loss", "mono_per_feature", "mean_bias", "final.loss", "final.mono_per_feature",
+            "interp.poly_r2_rank_m", "interp.n_mono_at_0.99"} <= set(run.data.metrics)
     assert len(c.get_metric_history(run.info.run_id, "loss")) >= 8
-    artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "interp")}
-    assert any(p.endswith(".png") for p in artifacts) and any(p.endswith(".csv") for p in artifacts)
+    artifacts = {a.path for kind in ("table", "figure", "decomposition", "spectrum", "summary")
+                 for a in c.list_artifacts(run.info.run_id, f"interp/{kind}")}
+    label = manifest["instances"][0]["label"]
+    assert {f"interp/table/{label}.csv", f"interp/decomposition/{label}.png", f"interp/spectrum/{label}.png",
+            f"interp/figure/{label}.png", f"interp/summary/{label}.json"} == artifacts
     assert [a.path for a in c.list_artifacts(run.info.run_id, "model")] == ["model/model.safetensors"]
     exp = client(repo)[1]
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
