@@ -87,11 +87,8 @@ def decomposition(A: Tensor, b: Tensor, W2: Tensor, targets: Tensor, act, masks:
     y_S(a e_i) · t_i with y_S = W2[:, S] act(a A[S, i] + b[S]); returns {name: (len(amplitudes), N)}.
     """
     h = act(amplitudes[:, None, None] * A[None] + b[None, :, None])  # (amp, k, N)
-    out = {}
-    for name, mask in masks.items():
-        y = torch.einsum("ok,akn->aon", W2 * mask[None].to(W2.dtype), h)  # (amp, out, N)
-        out[name] = torch.einsum("aon,on->an", y, targets)
-    return out
+    G = targets.T @ W2  # (N, k): how much neuron k writes along t_i
+    return {name: torch.einsum("nk,akn->an", G * mask.to(G.dtype), h) for name, mask in masks.items()}
 
 
 def linear_fit(Y: Tensor, X: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,17 +105,20 @@ def reduced_rank_r2(Y: Tensor, X: Tensor, max_rank: int) -> Tensor:
     principal directions of the centred fitted values. r = 0 is the constant alone (R² = 0).
     """
     Y, X = Y.double(), X.double()
-    Yc = Y - Y.mean(0)
-    total = Yc.pow(2).sum()
+    total = (Y - Y.mean(0)).pow(2).sum()
     if total <= 0:
         return torch.ones(max_rank + 1, dtype=torch.float64)
-    fitted = (X - X.mean(0)) @ linear_fit(Y, X)[0]
-    _, _, Vh = torch.linalg.svd(fitted, full_matrices=False)
-    r2 = [torch.zeros((), dtype=torch.float64)]
-    for r in range(1, max_rank + 1):
-        V = Vh[:r].T
-        r2.append(1 - (Yc - fitted @ V @ V.T).pow(2).sum() / total)
-    return torch.stack(r2)
+    Xc = X - X.mean(0)
+    B = linear_fit(Y, X)[0]
+    # The residual of the full fit is orthogonal to the fitted values Xc B, so truncating the fit to its top r
+    # principal directions leaves R²(r) = Σ_{j<=r} s_j² / total, s the singular values of Xc B. With
+    # Xc^T Xc = L L^T those are the singular values of L^T B: a (d_in × d_out) problem, not (samples × d_out).
+    L = torch.linalg.cholesky(Xc.T @ Xc)
+    s2 = torch.linalg.svdvals(L.T @ B).pow(2)
+    r2 = torch.zeros(max_rank + 1, dtype=torch.float64)
+    r2[1:] = (s2.cumsum(0) / total)[:max_rank] if len(s2) >= max_rank else torch.cat(
+        [s2.cumsum(0), s2.sum().repeat(max_rank - len(s2))]) / total
+    return r2
 
 
 def abs_pairs(A: Tensor, b: Tensor, act, threshold: float = 0.999) -> dict[str, int]:
@@ -151,13 +151,14 @@ def analyse(W1: Tensor, b: Tensor, W2: Tensor, P: Tensor, act, task: str, eval_x
     mono, poly, dead = cls == 1, cls == 2, cls == 0
     top = sfa.argmax(1)
     mfa = multi_feature(A, b, act, top)
-    pre = eval_x.double() @ W1.T + b  # (n_eval, k)
+    pre = eval_x.float() @ W1.T.float() + b.float()  # (n_eval, k); float32: the big products of the analysis
     h = act(pre)
+    W2f = W2.float()
     linear_regime = (pre > 0).double().mean(0)  # fraction of eval samples where the neuron is on
 
     # The polysemantic block: its outputs on the eval set and its linear path W2[:, poly] W1[poly] P.
-    y_poly = h[:, poly] @ W2[:, poly].T
-    y_full = h @ W2.T
+    y_poly = h[:, poly] @ W2f[:, poly].T
+    y_full = h @ W2f.T
     r2 = reduced_rank_r2(y_poly, eval_x, m) if poly.any() else torch.full((m + 1,), float("nan"))
     L_full = W2 @ A
     L_poly = W2[:, poly] @ A[poly]
@@ -168,14 +169,14 @@ def analyse(W1: Tensor, b: Tensor, W2: Tensor, P: Tensor, act, task: str, eval_x
     # Cosine between the linear path and the target map, relative to the best a rank-m map can do.
     identity_fit = lambda L: float((L * targets).sum() / (L.norm() * targets.norm() + 1e-12)  # noqa: E731
                                    / min(1.0, (m / n) ** 0.5))
-    shares = y_full.pow(2).sum()
+    shares = y_full.double().pow(2).sum()
 
     def block(name: str, mask: Tensor) -> dict[str, float]:
         """Size, output share, linearity (R² at rank m) and active fraction of a group of neurons."""
         if not mask.any():
             return {f"n_{name}": 0, f"{name}_output_share": 0.0, f"{name}_r2_rank_m": float("nan"),
                     f"{name}_linear_regime_mean": float("nan")}
-        y = h[:, mask] @ W2[:, mask].T
+        y = h[:, mask] @ W2f[:, mask].T
         return {f"n_{name}": int(mask.sum()),
                 f"{name}_output_share": float(y.pow(2).sum() / shares) if shares > 0 else float("nan"),
                 f"{name}_r2_rank_m": float(reduced_rank_r2(y, eval_x, m)[-1]),
