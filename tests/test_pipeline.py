@@ -131,6 +131,15 @@ def test_editing_one_study_reruns_only_that_study_and_the_report(repo):
     assert len(all_runs(repo)) == before + 1 + 4  # a new parent and one run per LR3 instance
 
 
+def test_editing_a_world_reruns_it_and_only_the_studies_trained_on_it(repo):
+    repo, _ = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["worlds"]["tiny_abs"]["seed"] = 7
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc repro", repo).stdout
+    assert ran(out) == {"generate@tiny_abs", "train@LR5", "measure@LR5", "interpret@LR5", "report"}
+
+
 def test_bad_param_stops_before_training_with_one_line_and_no_running_runs(repo):
     repo, _ = repo
     before = len(all_runs(repo))
