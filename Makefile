@@ -1,4 +1,4 @@
-# make repro | make test | make setup | make ui | make bench      (VENV=path uses another environment)
+# make repro | make test | make setup | make ui | make bench   (VENV=path: another environment; PROFILE=paper)
 VENV ?= .venv
 PYTHON ?= python3.11
 PORT ?= 5000
@@ -19,7 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# PROFILE=paper copies profiles/paper.yaml over params.yaml first (git keeps the old one; refused when
+# params.yaml has uncommitted edits, so nothing is lost).
 repro: setup
+ifneq ($(PROFILE),)
+	@git diff --quiet -- params.yaml || { echo "error: params.yaml has uncommitted edits; commit or stash them before PROFILE=$(PROFILE)"; exit 1; }
+	cp profiles/$(PROFILE).yaml params.yaml
+endif
 	dvc repro
 
 test: setup

@@ -84,3 +84,19 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "p.yaml").write_text("worlds: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_paper_profile_has_the_papers_sizes_and_is_valid():
+    params = load_params(ROOT / "profiles" / "paper.yaml")
+    world = params.worlds["uniform"]
+    assert (world.n_features, world.d_embed, world.eps) == (512, 64, 1 / 64)
+    for name, study in params.studies.items():
+        t = study.train
+        assert (t.steps, t.t_max) == (2**17, 512) and len(study.seeds) >= 3
+        assert study.model.neurons * t.batch_size == 2**23  # the authors keep B·k fixed
+        assert study.sweep["train.lr"] == [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]
+    assert params.studies["LR3"].train.bias_decay == 0.03 and params.studies["LR3"].train.bias_offset == -1
+    assert params.runtime.accelerator == "auto"
+    # The default profile keeps the paper's e-folds of bias decay, decay·lr·steps/2, for the bias-trick studies.
+    default = load_params(ROOT / "params.yaml").studies["LR3"].train
+    assert default.bias_decay * default.steps == pytest.approx(0.03 * 2**17)
