@@ -51,8 +51,9 @@ def main(name: str) -> None:
                        **{k: v[j].item() for k, v in values.items()}}
 
     out = result_dir(name)
+    points = summarise(rows)
     write_json(out / "metrics.json", {"study": name, "world": manifest["world"], "n_features": world.cfg.n_features,
-                                      "sweep": list(params.studies[name].sweep), "points": summarise(rows),
+                                      "sweep": list(params.studies[name].sweep), "points": points,
                                       "instances": {r["label"]: r for r in rows}})
     with atomic_path(out / "instances.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -66,7 +67,7 @@ def main(name: str) -> None:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "diverged_at")
                    and not k.startswith("sweep.") and v == v}
         tracker.log_metrics(entry["run_id"], numeric, step=steps)
-    for point, stats in summarise(rows).items():
+    for point, stats in points.items():
         print(f"measure@{name}: {point:>24}  loss {stats['loss']:.4f} ± {stats['loss_std']:.4f}  "
               f"#mono/#features {stats['mono_per_feature']:.3f} ± {stats['mono_per_feature_std']:.3f}")
 

@@ -8,6 +8,7 @@ numbers), exactly as each would if trained alone.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -148,8 +149,6 @@ class CurveSink(L.Callback):
     """Hands newly recorded curve rows to `sink(steps, rows)` at most every `every_s` seconds and at the end."""
 
     def __init__(self, sink: Callable[[list[int], list[dict[str, Tensor]]], None], every_s: float):
-        import time
-
         self.sink, self.every_s, self.clock = sink, every_s, time.monotonic
         self.sent = 0
         self.last = self.clock()

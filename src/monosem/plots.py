@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
 from .artifacts import atomic_path  # noqa: E402
@@ -65,21 +66,15 @@ def training_plot(curves: pd.DataFrame, sweep_key: str | None, title: str, path:
 
 
 def _heatmap(ax, sfa: np.ndarray, title: str, ylabel: bool = True):
-    order = neuron_order(_t(sfa))
+    order = neuron_order(torch.as_tensor(sfa))
     sorted_sfa = sfa[order.numpy()]
-    feats = feature_order(_t(sorted_sfa), _t(np.arange(len(order)))).numpy()
+    feats = feature_order(torch.as_tensor(sorted_sfa), torch.as_tensor(np.arange(len(order)))).numpy()
     im = ax.imshow(sorted_sfa[:, feats], aspect="auto", vmin=0, vmax=1.02, cmap="viridis", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("feature (sorted by best neuron)")
     if ylabel:
         ax.set_ylabel("neuron (sorted by frac_mono)")
     return im
-
-
-def _t(a):
-    import torch
-
-    return torch.as_tensor(a)
 
 
 def sfa_heatmaps(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None:
@@ -95,7 +90,7 @@ def bias_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], n_features: int,
     """Final first-layer bias against neuron index sorted by monosemanticity, with a line at N."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for title, bias, sfa in panels:
-        order = neuron_order(_t(sfa)).numpy()
+        order = neuron_order(torch.as_tensor(sfa)).numpy()
         ax.plot(bias[order], ".", ms=3, label=title)
     ax.axvline(n_features, color="r", ls="--", lw=1, label=f"N = {n_features}")
     ax.axhline(0, color="k", lw=0.5)
@@ -127,7 +122,7 @@ def instance_figure(title: str, sfa: np.ndarray, bias: np.ndarray, n_features: i
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
     im = _heatmap(a, sfa, title)
     fig.colorbar(im, ax=a)
-    order = neuron_order(_t(sfa)).numpy()
+    order = neuron_order(torch.as_tensor(sfa)).numpy()
     b.plot(bias[order], ".", ms=3)
     b.axvline(n_features, color="r", ls="--", lw=1)
     b.axhline(0, color="k", lw=0.5)
