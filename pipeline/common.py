@@ -60,7 +60,7 @@ def load_states(study: str, manifest: dict) -> list[dict[str, torch.Tensor]]:
     for row in manifest["instances"]:
         label = row["label"]
         try:
-            states.append({k: tensors[f"{label}/{k}"] for k in ("W1", "b1", "W2")})
+            states.append({k: tensors[f"{label}/{k}"] for k in ("W1", "b1", "W2", "act_mean", "act_var")})
         except KeyError as err:
             raise ArtifactError(f"{model_dir(study) / 'weights.safetensors'}: no tensor {err} for {label}") from None
     return states

@@ -7,11 +7,12 @@ import torch
 from common import groups, load_manifest, load_states, result_dir, run, study_params, world_dir
 
 from monosem.artifacts import atomic_path, load_world, write_json
-from monosem.metrics import measure
+from monosem.metrics import frac_mono, measure, monosemantic_scale, single_feature_activations, spearman
 from monosem.models import ToyModels
 from monosem.tracking import Tracker
 
-SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99", "n_dead", "bias_mean_mono",
+SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99",
+              "mono_scale_vs_frac_mono_spearman", "n_dead", "bias_mean_mono",
               "bias_mean_poly", "n_bias_positive")
 
 
@@ -43,6 +44,12 @@ def main(name: str) -> None:
     for members in groups(instances):
         model = ToyModels.from_states([states[i] for i in members], instances[members[0]].model.activation)
         values = measure(model, world.probes, eval_x, eval_target)
+        h = model.hidden(eval_x.expand(len(members), *eval_x.shape))  # (inst, samples, k)
+        ms = torch.stack([monosemantic_scale(h[j], states[i]["act_mean"], states[i]["act_var"])
+                          for j, i in enumerate(members)])  # one instance at a time: bounded memory
+        fm = frac_mono(single_feature_activations(model, world.probes))
+        values["mono_scale_mean"] = ms.mean(-1)
+        values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
         for j, i in enumerate(members):
             entry = manifest["instances"][i]
             rows[i] = {"label": entry["label"], "point": instances[i].point_label, "seed": instances[i].seed,

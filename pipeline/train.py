@@ -47,8 +47,10 @@ def main(name: str) -> None:
 
             module = ToyStudyModule(world, group)
             fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)])
+            act_var = module.act_m2 / (module.act_count - 1).clamp(min=1)
             for j, i in enumerate(members):
-                states[i] = module.model.instance_state(j)
+                states[i] = module.model.instance_state(j) | {"act_mean": module.act_mean[j].float(),
+                                                               "act_var": act_var[j].float()}
                 if module.diverged_at[j] >= 0:
                     diverged[i] = int(module.diverged_at[j])
                 for r, step in enumerate(module.curves.steps):

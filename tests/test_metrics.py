@@ -55,3 +55,36 @@ def test_neuron_table_sorts_by_monosemanticity_and_names_top_features():
     order = neuron_order(sfa)
     assert order[-1] == 2
     assert feature_order(sfa, order).tolist() == [0, 1]
+
+
+def test_monosemantic_scale_is_phi_quantile_against_training_stats():
+    from monosem.metrics import monosemantic_scale, spearman
+
+    # Neuron 0 spikes rarely (mono-like), neuron 1 is dense; stats of the training stream given.
+    h = torch.zeros(100, 2)
+    h[:2, 0] = 1.0
+    h[:, 1] = torch.linspace(0, 1, 100)
+    mean, var = torch.tensor([0.02, 0.5]), torch.tensor([0.02 * 0.98, 1 / 12])
+    ms = monosemantic_scale(h, mean, var, q=0.99)
+    # 99th of 100 sorted φ values: neuron 0's second spike (1 − 0.02)²/0.0196 = 49; neuron 1's φ is largest
+    # at both ends, z = 0 and z = 1, (0.5)²·12 = 3, so its second-largest value is 3 as well.
+    assert ms[0].item() == pytest.approx(0.98**2 / 0.0196)
+    assert ms[1].item() == pytest.approx(3.0, rel=1e-5)
+    assert monosemantic_scale(h, mean, torch.tensor([0.0, 1 / 12]))[0] == 0  # no training variance
+    assert spearman(torch.tensor([1.0, 2, 3]), torch.tensor([10.0, 30, 20])) == pytest.approx(0.5)
+
+
+def test_welford_tracking_matches_mean_and_variance_of_all_training_activations():
+    from monosem.config import Instance, ModelCfg, TrainCfg, World
+    from monosem.lit import ToyStudyModule
+    from monosem.worlds import generate_world
+
+    world = generate_world(World(n_features=6, d_embed=3, eps=0.3, n_eval=8))
+    inst = Instance(point={}, seed=0, model=ModelCfg(neurons=4), train=TrainCfg(steps=4, batch_size=5, lr=0.01))
+    module = ToyStudyModule(world, [inst])
+    batches = [torch.rand(1, 5, 4) for _ in range(3)]
+    for h in batches:
+        module._track_activations(h)
+    allh = torch.cat(batches, 1)[0].double()
+    torch.testing.assert_close(module.act_mean[0], allh.mean(0))
+    torch.testing.assert_close(module.act_m2[0] / (module.act_count - 1), allh.var(0))

@@ -65,6 +65,8 @@ def test_repro_produces_every_output(repo):
         metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
         assert set(metrics["points"]) == {"lr=0.003", "lr=0.03"}
         assert len(metrics["instances"]) == 4
+        assert all(-1 <= r["mono_scale_vs_frac_mono_spearman"] <= 1 for r in metrics["instances"].values()
+                   if r["mono_scale_vs_frac_mono_spearman"] is not None)
         for fig in ("training.png", "sfa.png", "bias.png", "mono_sweep.png"):
             assert (repo / f"results/{study}/interp/{fig}").stat().st_size > 10_000
         assert len(list((repo / f"results/{study}/interp/neurons").glob("*.csv"))) == 4

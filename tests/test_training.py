@@ -32,12 +32,16 @@ def reference_run(world, inst: Instance, steps: int):
     opt = torch_optimizer.Lamb(net.parameters(), lr=inst.train.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=inst.train.t_max)
     gen = torch.Generator().manual_seed(derive_seed(world.cfg.seed, inst.seed, "data"))
+    noise = torch.Generator().manual_seed(derive_seed(world.cfg.seed, inst.seed, "noise"))
     for i in range(steps):
         f = world.sample(inst.train.batch_size, gen)
         x = world.inputs(f)
+        if inst.train.noise_std > 0:
+            x = x + inst.train.noise_std * torch.randn(x.shape, generator=noise)
         h = act(l1(x))
         y = l2(h)
-        loss = ((y - world.targets(f)) ** 2).sum() / len(f) + inst.train.l1 * h.abs().sum() / len(f)
+        loss = ((y - world.targets(f)) ** 2).sum() / len(f) + inst.train.l1 * h.abs().sum() / len(f) \
+            + inst.train.l1_out * y.abs().sum() / len(f)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -107,9 +111,10 @@ def test_default_init_matches_nn_linear_bounds_plus_offset():
     assert -1.25 <= toy.b1.min() and toy.b1.max() <= -0.75
 
 
-def test_one_instance_matches_torch_optimizer_lamb_reference():
+@pytest.mark.parametrize("extra", [{}, {"noise_std": 0.1, "l1_out": 0.02}], ids=["paper", "noise+lasso"])
+def test_one_instance_matches_torch_optimizer_lamb_reference(extra):
     world = generate_world(WORLD)
-    inst = instance(seed=5)
+    inst = instance(seed=5, **extra)
     module = batched_run(world, [inst])
     ref = reference_run(world, inst, inst.train.steps)
     for name in ("W1", "b1", "W2"):
@@ -119,7 +124,8 @@ def test_one_instance_matches_torch_optimizer_lamb_reference():
 def test_batched_training_equals_separate_runs():
     world = generate_world(WORLD)
     lrs, seeds = [0.003, 0.03], [0, 1]
-    insts = [instance(seed=s, lr=lr, bias_decay=d) for lr, d in zip(lrs, [0.0, 3.0]) for s in seeds]
+    insts = [instance(seed=s, lr=lr, bias_decay=d, noise_std=n, l1_out=o)
+             for lr, d, n, o in zip(lrs, [0.0, 3.0], [0.0, 0.2], [0.05, 0.0]) for s in seeds]
     together = batched_run(world, insts)
     for i, inst in enumerate(insts):
         alone = batched_run(world, [inst])

@@ -44,9 +44,16 @@ class FeatureStream:
 
     def reset(self, device: torch.device) -> None:
         self.gens = [torch.Generator(device).manual_seed(derive_seed(self.world.cfg.seed, s, "data")) for s in self.seeds]
+        self.noise_gens = [torch.Generator(device).manual_seed(derive_seed(self.world.cfg.seed, s, "noise"))
+                           for s in self.seeds]
 
     def next(self) -> Tensor:
         return torch.stack([self.world.sample(self.batch_size, g) for g in self.gens])  # (seed, batch, N)
+
+    def noise(self, shape: torch.Size) -> Tensor:
+        """Standard normal input noise, (seed, batch, m), from streams separate from the data's, so an
+        instance sees the same samples whether or not others in its module are noisy."""
+        return torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in self.noise_gens])
 
 
 @dataclass
@@ -77,7 +84,17 @@ class ToyStudyModule(L.LightningModule):
         self.register_buffer("lr", per("lr"))
         self.register_buffer("decay", per("bias_decay"))
         self.register_buffer("l1", per("l1"))
-        self.use_l1 = bool(self.l1.any())  # skipping a zero penalty saves a third of the step
+        self.register_buffer("l1_out", per("l1_out"))
+        self.register_buffer("noise_std", per("noise_std"))
+        # Skipping a zero penalty (or zero noise) saves up to a third of the step.
+        self.use_l1, self.use_l1_out, self.use_noise = bool(self.l1.any()), bool(self.l1_out.any()), bool(
+            self.noise_std.any())
+        k = cfg0.model.neurons
+        # Welford running statistics of every neuron's activation over all training samples (Wang et al.'s
+        # monosemantic scale φ = (z − z̄)²/S² needs the mean and variance of the outputs seen so far).
+        self.register_buffer("act_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("act_mean", torch.zeros(len(instances), k, dtype=torch.float64))
+        self.register_buffer("act_m2", torch.zeros(len(instances), k, dtype=torch.float64))
         self.register_buffer("diverged_at", torch.full((len(instances),), -1))
         self.stream = FeatureStream(world, self.seeds, cfg0.train.batch_size)
         self.record_at = set(log_steps(self.steps, cfg0.train.log_points))
@@ -110,11 +127,19 @@ class ToyStudyModule(L.LightningModule):
         n_inst, n_seeds = self.model.n_inst, len(self.seeds)
         f = self.stream.next()  # (seed, batch, N)
         x = self.world.inputs(f)  # (seed, batch, m)
-        x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
+        if self.use_noise:  # train-time input noise, one stream per seed, scaled per instance
+            z = self.stream.noise(x.shape)  # (seed, batch, m)
+            x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])
+            x = x + self.noise_std[:, None, None] * z.repeat(n_inst // n_seeds, 1, 1)
+        else:
+            x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
         h, y = self.model(x)
-        y = y.view(n_inst // n_seeds, n_seeds, *y.shape[1:])  # (point, seed, batch, out)
-        task = task_loss(y, self.world.targets(f)).flatten()  # (inst,)
-        loss = task + self.l1 * l1_penalty(h) if self.use_l1 else task
+        self._track_activations(h.detach())
+        loss = task = task_loss(y.view(n_inst // n_seeds, n_seeds, *y.shape[1:]), self.world.targets(f)).flatten()
+        if self.use_l1:
+            loss = loss + self.l1 * l1_penalty(h)
+        if self.use_l1_out:  # the "lasso" of the paper's discussion: L1 on the outputs as well
+            loss = loss + self.l1_out * l1_penalty(y)
         loss = loss.sum()  # instances are independent: sum, not mean
 
         opt.zero_grad(set_to_none=True)
@@ -131,6 +156,18 @@ class ToyStudyModule(L.LightningModule):
         self._loss_n += 1
         if step + 1 in self.record_at:
             self._record(step + 1)
+
+    @torch.no_grad()
+    def _track_activations(self, h: Tensor) -> None:
+        """Merge this batch into the running mean and M2 of each neuron (Chan et al.'s parallel Welford)."""
+        n_b = h.shape[1]
+        mean_b = h.mean(1, dtype=torch.float64)  # (inst, k)
+        m2_b = (h.double() - mean_b[:, None]).pow(2).sum(1)
+        total = self.act_count + n_b
+        delta = mean_b - self.act_mean
+        self.act_mean += delta * (n_b / total)
+        self.act_m2 += m2_b + delta.pow(2) * (self.act_count * n_b / total)
+        self.act_count.fill_(total)
 
     @torch.no_grad()
     def _record(self, step: int) -> None:

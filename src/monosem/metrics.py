@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -71,6 +73,30 @@ def measure(model: ToyModels, probes: Tensor, eval_x: Tensor, eval_target: Tenso
         "bias_mean_poly": mean_where(poly),
         "n_bias_positive": (b > POSITIVE_BIAS).sum(-1),
     }
+
+
+def monosemantic_scale(h: Tensor, mean: Tensor, var: Tensor, q: float = 0.99) -> Tensor:
+    """Per-neuron monosemantic scale from Wang et al. 2023: φ = (z − z̄)²/S² per sample, with z̄ and S² the
+    mean and unbiased variance of the neuron's outputs seen in training (Welford, tracked by the trainer).
+
+    h: (..., samples, k) activations on held-out samples; mean, var: (..., k). The paper scores single
+    samples; to rank neurons we take the q-quantile of φ over the samples (our choice: a monosemantic
+    neuron's rare spikes stand far from its history, a dense neuron's do not; E[φ] itself is ≈ 1 for every
+    neuron). Neurons with zero training variance score 0.
+    """
+    var = var.unsqueeze(-2)
+    phi = torch.where(var > 0, (h - mean.unsqueeze(-2)).pow(2) / var.clamp(min=1e-30), torch.zeros_like(h))
+    rank = max(1, math.ceil(q * h.shape[-2]))  # kthvalue, not quantile: no size limit, no interpolation
+    return phi.kthvalue(rank, dim=-2).values
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation of two 1-D tensors (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(spearmanr(a.numpy(), b.numpy()).statistic)
 
 
 @torch.no_grad()
