@@ -43,6 +43,7 @@ BAD = [
     ("studies.LR1.train.steps", 1.5, ["studies.LR1.train.steps", "1.5", "integer"]),
     ("studies.LR1.train.noise_std", -0.1, ["studies.LR1.train.noise_std", "-0.1", "greater than or equal to 0"]),
     ("studies.LR1.train.l1_out", "a lot", ["studies.LR1.train.l1_out", "'a lot'", "valid number"]),
+    ("studies.LR1.train.inhibit_frac", 1.0, ["studies.LR1.train.inhibit_frac", "1.0", "less than 1"]),
     ("studies.LR1.train.bias_decay", 1000.0, ["studies.LR1.train", "bias_decay * lr", "< 1"]),
     ("studies.LR1.seeds", [], ["studies.LR1.seeds", "at least 1"]),
     ("studies.LR1.seeds", [1, 1], ["studies.LR1.seeds", "distinct"]),

@@ -159,3 +159,27 @@ def test_diverging_instance_is_flagged_and_others_unaffected():
     torch.testing.assert_close(module.model.W1[0], alone.model.W1[0])
     assert module.diverged_at[1] >= 0
     assert not math.isfinite(module.curves.values["loss"][-1][1])
+
+
+def test_inhibition_penalises_log_deviation_of_the_selected_spikes():
+    from monosem.interventions import inhibition_penalty, moving_threshold, phi
+
+    h = torch.tensor([[[0.0, 1.0], [2.0, 1.0]]])  # (inst=1, batch=2, k=2)
+    mean, var = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    scores = phi(h, mean, var)
+    assert scores.tolist() == [[[0.0, 0.0], [4.0, 0.0]]]
+    tau = moving_threshold(scores, torch.tensor([0.25]), torch.tensor([float("nan")]))
+    assert tau.item() == 4.0  # the top quarter of the 4 pairs: the one spike
+    assert moving_threshold(scores, torch.tensor([0.25]), torch.tensor([2.0])).item() == pytest.approx(2.2)
+    pen = inhibition_penalty(h, mean, scores, tau)
+    assert pen.item() == pytest.approx(math.log(4.0) / 2)  # log((2 − 0)²) over a batch of 2
+
+
+def test_inhibition_trains_batched_like_alone_and_changes_the_model():
+    world = generate_world(WORLD)
+    insts = [instance(seed=0, inhibit=0.0), instance(seed=0, lr=0.02, inhibit=0.05, inhibit_frac=0.1)]
+    together = batched_run(world, insts)
+    alone = batched_run(world, [insts[1]])
+    torch.testing.assert_close(together.model.W1[1], alone.model.W1[0], rtol=1e-5, atol=1e-6)
+    plain = batched_run(world, [instance(seed=0, lr=0.02)])
+    assert not torch.allclose(alone.model.W1[0], plain.model.W1[0])

@@ -46,6 +46,8 @@ class TrainCfg(_Strict):
     l1: float = Field(default=0.0, ge=0, description="coefficient of the L1 penalty on hidden activations")
     l1_out: float = Field(default=0.0, ge=0, description="coefficient of the L1 penalty on output activations")
     noise_std: float = Field(default=0.0, ge=0, description="σ of Gaussian noise added to x during training")
+    inhibit: float = Field(default=0.0, ge=0, description="coefficient of the L2E inhibition of monosemantic neurons")
+    inhibit_frac: float = Field(default=0.02, gt=0, lt=1, description="share of (sample, neuron) pairs inhibited")
     log_points: int = Field(default=100, ge=1, description="curve points besides the powers of two")
 
     @model_validator(mode="after")
@@ -56,7 +58,8 @@ class TrainCfg(_Strict):
 
 
 # Parameters that may differ between instances trained side by side in one batched module.
-PER_INSTANCE = ("train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std")
+PER_INSTANCE = ("train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
+                "train.inhibit", "train.inhibit_frac")
 # Everything else that may be swept; instances that differ here form separate shape groups.
 SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "train.steps", "train.batch_size",
                             "train.t_max", "train.log_points")

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .config import Instance
+from .interventions import inhibition_penalty, moving_threshold, phi
 from .metrics import count_mono, single_feature_activations
 from .models import ToyModels, l1_penalty, task_loss
 from .optim import BatchedLamb, cosine_factor, decay_bias
@@ -86,6 +87,10 @@ class ToyStudyModule(L.LightningModule):
         self.register_buffer("l1", per("l1"))
         self.register_buffer("l1_out", per("l1_out"))
         self.register_buffer("noise_std", per("noise_std"))
+        self.register_buffer("inhibit", per("inhibit"))
+        self.register_buffer("inhibit_frac", per("inhibit_frac"))
+        self.register_buffer("inhibit_tau", torch.full((len(instances),), float("nan")))
+        self.use_inhibit = bool(self.inhibit.any())
         # Skipping a zero penalty (or zero noise) saves up to a third of the step.
         self.use_l1, self.use_l1_out, self.use_noise = bool(self.l1.any()), bool(self.l1_out.any()), bool(
             self.noise_std.any())
@@ -134,12 +139,15 @@ class ToyStudyModule(L.LightningModule):
         else:
             x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
         h, y = self.model(x)
+        inhibition = self._inhibition(h) if self.use_inhibit and self.act_count > 1 else None
         self._track_activations(h.detach())
         loss = task = task_loss(y.view(n_inst // n_seeds, n_seeds, *y.shape[1:]), self.world.targets(f)).flatten()
         if self.use_l1:
             loss = loss + self.l1 * l1_penalty(h)
         if self.use_l1_out:  # the "lasso" of the paper's discussion: L1 on the outputs as well
             loss = loss + self.l1_out * l1_penalty(y)
+        if inhibition is not None:
+            loss = loss + self.inhibit * inhibition
         loss = loss.sum()  # instances are independent: sum, not mean
 
         opt.zero_grad(set_to_none=True)
@@ -156,6 +164,14 @@ class ToyStudyModule(L.LightningModule):
         self._loss_n += 1
         if step + 1 in self.record_at:
             self._record(step + 1)
+
+    def _inhibition(self, h: Tensor) -> Tensor:
+        """The L2E penalty against the statistics of the outputs seen before this batch, per instance."""
+        mean = self.act_mean.to(h.dtype)
+        var = (self.act_m2 / (self.act_count - 1)).to(h.dtype)
+        scores = phi(h.detach(), mean, var)
+        self.inhibit_tau.copy_(moving_threshold(scores, self.inhibit_frac, self.inhibit_tau))
+        return inhibition_penalty(h, mean, scores, self.inhibit_tau)
 
     @torch.no_grad()
     def _track_activations(self, h: Tensor) -> None:
