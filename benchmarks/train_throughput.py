@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from monosem.config import load_params  # noqa: E402
-from monosem.lit import ToyStudyModule, fit  # noqa: E402
+from monosem.lit import TRACK_EVERY, ToyStudyModule, fit  # noqa: E402
 from monosem.models import l1_penalty, task_loss  # noqa: E402
 from monosem.optim import cosine_factor, decay_bias  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
@@ -43,7 +43,8 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def plain_loop(module: ToyStudyModule, steps: int) -> float:
-    """The same model, sampler, optimiser, schedule and decay, driven by a bare for-loop."""
+    """The same model, sampler, optimiser, schedule, decay and per-step bookkeeping (activation statistics,
+    divergence flag, loss sum), driven by a bare for-loop; curve points are left out (~1% of steps)."""
     module.on_train_start()
     opt = module.configure_optimizers()
     n_inst, n_seeds = module.model.n_inst, len(module.seeds)
@@ -53,15 +54,20 @@ def plain_loop(module: ToyStudyModule, steps: int) -> float:
         x = module.world.inputs(f)
         x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])
         h, y = module.model(x)
+        if step % TRACK_EVERY == 0:  # the module's bookkeeping too, so only Lightning differs
+            module._track_activations(h.detach())
         y = y.view(n_inst // n_seeds, n_seeds, *y.shape[1:])
-        loss = task_loss(y, module.world.targets(f)).flatten()
-        loss = (loss + module.l1 * l1_penalty(h) if module.use_l1 else loss).sum()
+        task = task_loss(y, module.world.targets(f)).flatten()
+        loss = (task + module.l1 * l1_penalty(h) if module.use_l1 else task).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.param_groups[0]["lr"] = module.lr * cosine_factor(step, module.t_max)
         opt.step()
         if step < module.steps / 2:
             decay_bias(module.model.b1, module.decay, module.lr)
+        task = task.detach()
+        module.diverged_at.copy_(torch.where(~torch.isfinite(task) & (module.diverged_at < 0), step, module.diverged_at))
+        module._loss_sum += task
     return time.perf_counter() - t
 
 
