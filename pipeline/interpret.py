@@ -35,6 +35,10 @@ def main(name: str) -> None:
     eval_x = world.inputs(world.eval_f)
     summaries = {}
     for inst, entry, state in zip(instances, manifest["instances"], states):
+        if entry["diverged_at"] is not None:  # non-finite weights: nothing to analyse, nothing to draw
+            summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
+            sfas.append(None)
+            continue
         res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
                       world.cfg.task, eval_x, world.Q)
         sfa = res["sfa"]
@@ -65,7 +69,8 @@ def main(name: str) -> None:
                                             for i in instances]), on="instance")
     plots.training_plot(curves, sweep_key, name, out / "training.png")
 
-    first_seed = [i for i, inst in enumerate(instances) if inst.seed == study.seeds[0]]
+    first_seed = [i for i, inst in enumerate(instances) if inst.seed == study.seeds[0] and sfas[i] is not None]
+    first_seed = first_seed or [i for i, s in enumerate(sfas) if s is not None]
     picks = sorted({first_seed[0], first_seed[len(first_seed) // 2], first_seed[-1]})
     plots.sfa_heatmaps([(instances[i].label, sfas[i].numpy()) for i in picks], out / "sfa.png")
     plots.bias_plot([(instances[i].label, states[i]["b1"].numpy(), sfas[i].numpy()) for i in picks], n,

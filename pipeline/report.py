@@ -134,9 +134,12 @@ def main() -> None:
     interp, mech_figures = {}, {}
     for name in params.studies:
         interp[name] = read_json(result_dir(name) / "interp" / "summary.json")
-        shown = list(interp[name])[-len(params.studies[name].seeds)]  # last sweep point, first seed
+        analysed = [label for label, summary in interp[name].items() if "diverged_at" not in summary]
         mech_figures[name] = []
-        for kind in ("decomposition", "spectrum"):
+        # Shown: the first trained seed of the last sweep point that trained (instances are point-major).
+        point_of = {label: row["point"] for label, row in studies[name]["instances"].items()}
+        shown = next(lb for lb in analysed if point_of[lb] == point_of[analysed[-1]]) if analysed else None
+        for kind in ("decomposition", "spectrum") if shown else ():
             target = f"{name}-{kind}.png"
             shutil.copyfile(result_dir(name) / "interp" / kind / f"{shown}.png", REPORTS / "figures" / target)
             mech_figures[name].append(target)

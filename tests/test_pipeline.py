@@ -142,6 +142,22 @@ def test_editing_a_world_reruns_it_and_only_the_studies_trained_on_it(repo):
     assert ran(out) == {"generate@tiny_abs", "train@LR5", "measure@LR5", "interpret@LR5", "report"}
 
 
+def test_a_diverging_instance_is_flagged_and_every_stage_still_completes(repo):
+    repo, _ = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["studies"]["LR1"]["sweep"]["train.lr"] = [0.003, 1e30]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("dvc repro", repo)
+    metrics = json.loads((repo / "results/LR1/metrics.json").read_text())
+    assert metrics["points"]["lr=1e+30"]["diverged"] == 2 and metrics["points"]["lr=0.003"]["diverged"] == 0
+    manifest = json.loads((repo / "models/LR1/instances.json").read_text())
+    c, _ = client(repo)
+    status = {e["label"]: c.get_run(e["run_id"]).info.status for e in manifest["instances"]}
+    assert status == {"lr=0.003,seed=0": "FINISHED", "lr=0.003,seed=1": "FINISHED",
+                      "lr=1e+30,seed=0": "FAILED", "lr=1e+30,seed=1": "FAILED"}
+    assert "(2 diverged)" in (repo / "reports/report.md").read_text()
+
+
 def test_bad_param_stops_before_training_with_one_line_and_no_running_runs(repo):
     repo, _ = repo
     before = len(all_runs(repo))
