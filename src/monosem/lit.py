@@ -135,12 +135,9 @@ class ToyStudyModule(L.LightningModule):
         n_inst, n_seeds = self.model.n_inst, len(self.seeds)
         f = self.stream.next()  # (seed, batch, N)
         x = self.world.inputs(f)  # (seed, batch, m)
-        if self.use_noise:  # train-time input noise, one stream per seed, scaled per instance
-            z = self.stream.noise(x.shape)  # (seed, batch, m)
-            x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])
-            x = x + self.noise_std[:, None, None] * z.repeat(n_inst // n_seeds, 1, 1)
-        else:
-            x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
+        x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
+        if self.use_noise:  # train-time input noise: one stream per seed, scaled per instance
+            x = x + self.noise_std[:, None, None] * self.stream.noise(x.shape).repeat(n_inst // n_seeds, 1, 1)
         h, y = self.model(x)
         inhibition = self._inhibition(h) if self.use_inhibit and self.act_count > 1 else None
         if self.use_inhibit or step % TRACK_EVERY == 0:
