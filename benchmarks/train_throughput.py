@@ -24,9 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from monosem.config import load_params  # noqa: E402
-from monosem.lit import TRACK_EVERY, ToyStudyModule, fit  # noqa: E402
-from monosem.models import l1_penalty, task_loss  # noqa: E402
-from monosem.optim import cosine_factor, decay_bias  # noqa: E402
+from monosem.lit import ToyStudyModule, fit  # noqa: E402
+from monosem.optim import cosine_factor  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 
@@ -43,31 +42,18 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def plain_loop(module: ToyStudyModule, steps: int) -> float:
-    """The same model, sampler, optimiser, schedule, decay and per-step bookkeeping (activation statistics,
-    divergence flag, loss sum), driven by a bare for-loop; curve points are left out (~1% of steps)."""
+    """The module's own step (sampling, loss, bias decay, bookkeeping) and optimiser, driven by a bare
+    for-loop instead of Lightning: the only difference is Lightning itself."""
     module.on_train_start()
     opt = module.configure_optimizers()
-    n_inst, n_seeds = module.model.n_inst, len(module.seeds)
     t = time.perf_counter()
     for step in range(steps):
-        f = module.stream.next()
-        x = module.world.inputs(f)
-        x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])
-        h, y = module.model(x)
-        if step % TRACK_EVERY == 0:  # the module's bookkeeping too, so only Lightning differs
-            module._track_activations(h.detach())
-        y = y.view(n_inst // n_seeds, n_seeds, *y.shape[1:])
-        task = task_loss(y, module.world.targets(f)).flatten()
-        loss = (task + module.l1 * l1_penalty(h) if module.use_l1 else task).sum()
+        loss, task = module.loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.param_groups[0]["lr"] = module.lr * cosine_factor(step, module.t_max)
         opt.step()
-        if step < module.steps / 2:
-            decay_bias(module.model.b1, module.decay, module.lr)
-        task = task.detach()
-        module.diverged_at.copy_(torch.where(~torch.isfinite(task) & (module.diverged_at < 0), step, module.diverged_at))
-        module._loss_sum += task
+        module.after_update(step, task)
     return time.perf_counter() - t
 
 

@@ -132,6 +132,15 @@ class ToyStudyModule(L.LightningModule):
 
     def _step(self, step: int, opt) -> None:
         """One optimiser step of the paper's loop; `step` counts the updates done before it."""
+        loss, task = self.loss(step)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.optimizer.param_groups[0]["lr"] = self.lr * cosine_factor(step, self.t_max)
+        opt.step()
+        self.after_update(step, task)
+
+    def loss(self, step: int) -> tuple[Tensor, Tensor]:
+        """Draw a batch and return (total loss summed over instances, task loss per instance)."""
         n_inst, n_seeds = self.model.n_inst, len(self.seeds)
         f = self.stream.next()  # (seed, batch, N)
         x = self.world.inputs(f)  # (seed, batch, m)
@@ -149,16 +158,12 @@ class ToyStudyModule(L.LightningModule):
             loss = loss + self.l1_out * l1_penalty(y)
         if inhibition is not None:
             loss = loss + self.inhibit * inhibition
-        loss = loss.sum()  # instances are independent: sum, not mean
+        return loss.sum(), task.detach()  # instances are independent: sum, not mean
 
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.optimizer.param_groups[0]["lr"] = self.lr * cosine_factor(step, self.t_max)
-        opt.step()
+    def after_update(self, step: int, task: Tensor) -> None:
+        """Bias decay (first half only), then bookkeeping: divergence flag, loss average, curve points."""
         if step < self.steps / 2:
             decay_bias(self.model.b1, self.decay, self.lr)
-
-        task = task.detach()
         # torch.where, not a masked assignment: index_put_ is slow under deterministic algorithms.
         self.diverged_at.copy_(torch.where(~torch.isfinite(task) & (self.diverged_at < 0), step, self.diverged_at))
         self._loss_sum += task
