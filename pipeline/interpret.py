@@ -20,6 +20,10 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
@@ -61,13 +65,17 @@ def main(name: str) -> None:
                                               if isinstance(v, (int, float)) and v == v}, step=inst.train.steps)
     write_json(out / "summary.json", summaries)
 
-    # Study figures: the paper's plot types.
-    sweep_key = next(iter(study.sweep), None)
+    # Study figures: the paper's plot types. With several swept keys, curves are coloured by sweep point
+    # and the sweep plot draws the first key on x, one line per value of the others.
+    keys = list(study.sweep)
     curves = pd.read_csv(model_dir(name) / "curves.csv")
-    if sweep_key:
-        curves = curves.merge(pd.DataFrame([{"instance": i.label, f"sweep.{sweep_key}": i.point[sweep_key]}
+    if len(keys) == 1:
+        curves = curves.merge(pd.DataFrame([{"instance": i.label, f"sweep.{keys[0]}": i.point[keys[0]]}
                                             for i in instances]), on="instance")
-    plots.training_plot(curves, sweep_key, name, out / "training.png")
+    elif keys:
+        curves["sweep.point"] = curves["point"]
+    colour_key = keys[0] if len(keys) == 1 else ("point" if keys else None)
+    plots.training_plot(curves, colour_key, name, out / "training.png")
 
     first_seed = [i for i, inst in enumerate(instances) if inst.seed == study.seeds[0] and sfas[i] is not None]
     first_seed = first_seed or [i for i, s in enumerate(sfas) if s is not None]
@@ -76,12 +84,17 @@ def main(name: str) -> None:
     plots.bias_plot([(instances[i].label, states[i]["b1"].numpy(), sfas[i].numpy()) for i in picks], n,
                     out / "bias.png")
     figures = ["training.png", "sfa.png", "bias.png"]
-    if sweep_key:
-        points = pd.DataFrame([{"x": inst.point[sweep_key], **metrics["points"][inst.point_label]}
+    if keys:
+        points = pd.DataFrame([{"x": inst.point[keys[0]], **metrics["points"][inst.point_label],
+                                **({"series": ",".join(f"{k.split('.')[-1]}={_show(inst.point[k])}" for k in keys[1:])}
+                                   if len(keys) > 1 else {})}
                                for inst in instances if inst.seed == study.seeds[0]])
         if pd.api.types.is_numeric_dtype(points["x"]):
-            plots.mono_sweep(points.sort_values("x"), sweep_key, n, out / "mono_sweep.png")
+            plots.mono_sweep(points.sort_values("x", kind="stable"), keys[0], n, out / "mono_sweep.png", name)
             figures.append("mono_sweep.png")
+        if keys == ["train.noise_std"]:
+            plots.noise_plot(points.sort_values("x"), name, out / "noise.png")
+            figures.append("noise.png")
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
     print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")

@@ -7,13 +7,15 @@ import torch
 from common import groups, load_manifest, load_states, result_dir, run, study_params, world_dir
 
 from monosem.artifacts import atomic_path, load_world, write_json
-from monosem.metrics import frac_mono, measure, monosemantic_scale, single_feature_activations, spearman
+from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
+                             single_feature_activations, spearman)
 from monosem.models import ToyModels
 from monosem.tracking import Tracker
+from monosem.worlds import generator
 
 SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99",
               "mono_scale_vs_frac_mono_spearman", "n_dead", "bias_mean_mono",
-              "bias_mean_poly", "n_bias_positive")
+              "bias_mean_poly", "bias_mean_live", "n_bias_positive", "noise_change_mono", "noise_change_poly")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -50,6 +52,9 @@ def main(name: str) -> None:
         fm = frac_mono(single_feature_activations(model, world.probes))
         values["mono_scale_mean"] = ms.mean(-1)
         values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
+        # Eval-time noise at each model's own training σ; the same draw for every model of the study.
+        sigma = torch.tensor([instances[i].train.noise_std for i in members])
+        values |= noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
         for j, i in enumerate(members):
             entry = manifest["instances"][i]
             rows[i] = {"label": entry["label"], "point": instances[i].point_label, "seed": instances[i].seed,

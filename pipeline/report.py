@@ -14,7 +14,10 @@ from monosem.tracking import tracking_uri
 COLUMNS = [("loss", "eval loss", 4), ("mono_per_feature", "#mono/#features", 3),
            ("mono_per_neuron", "#mono/#neurons", 3), ("features_covered", "features covered", 3),
            ("mono_per_feature_at_0.99", "#mono/#features at 0.99", 3),
-           ("n_dead", "dead", 1), ("bias_mean_mono", "bias mono", 3), ("bias_mean_poly", "bias poly", 3)]
+           ("n_dead", "dead", 1), ("bias_mean_mono", "bias mono", 3), ("bias_mean_poly", "bias poly", 3),
+           ("bias_mean_live", "bias live", 3)]
+# Shown only for studies that have them (models trained with input noise).
+NOISE_COLUMNS = [("noise_change_mono", "noise Δh/h mono", 3), ("noise_change_poly", "noise Δh/h poly", 3)]
 
 
 def _cell(stats: dict, key: str, digits: int) -> str:
@@ -120,18 +123,56 @@ def mechanism_section(interp: dict, metrics: dict, claims: list[dict], figures: 
     return "\n".join(lines)
 
 
+INTERVENTIONS = [
+    ("Does the negative bias match the input noise?",
+     "A reader of the paper expected the negative bias to correspond to the noise level of the input channel, "
+     "as in sparse coding, and that low noise would change the polysemantic activations but not the "
+     "monosemantic ones. NOISE and NOISE_TRICK train with Gaussian noise of std σ added to x (training only; "
+     "the eval loss is on clean inputs), without and with the bias trick.",
+     ["noise_bias_tracks_sigma", "noise_moves_poly_not_mono"], ["NOISE", "NOISE_TRICK"], ["noise", "mono_sweep"]),
+    ("Does a lasso on hidden and output activations help?",
+     "The same reader proposed L1 on the hidden and the output activations, so the network leans less on "
+     "polysemantic neurons to make up small errors. LASSO crosses hidden L1 with output L1 (0 = hidden only).",
+     ["lasso_output_raises_mono"], ["LASSO"], ["mono_sweep"]),
+    ("Does inhibiting monosemantic neurons make models polysemantic?",
+     "Wang et al. 2023 penalise neurons whose outputs spike far from their running statistics (monosemantic "
+     "scale φ). INHIBIT adds the L2E form of that penalty at increasing strength.",
+     ["inhibition_lowers_mono"], ["INHIBIT"], ["mono_sweep"]),
+]
+
+
+def interventions_section(claims: list[dict], present: set[str]) -> str:
+    verdict = {c["id"]: c for c in claims}
+    said = {True: "holds", False: "does not hold", None: "could not be tested"}
+    lines = ["## Beyond the paper: input noise, lasso, inhibition", ""]
+    for title, text, ids, names, figs in INTERVENTIONS:
+        lines += [f"### {title}", "", text, ""]
+        for cid in ids:
+            c = verdict[cid]
+            lines += [f"- *{c['claim']}* **{said[c['holds']]}** ({c['criterion']}): {c['evidence']}."]
+        lines.append("")
+        lines += [f"![{n} {f}](figures/{n}-{f}.png)" for n in names if n in present for f in figs
+                  if (REPORTS / "figures" / f"{n}-{f}.png").exists()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def study_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
+    noisy = any(s.get("noise_change_poly") is not None for s in metrics["points"].values())  # NaN is null in JSON
+    columns = COLUMNS + (NOISE_COLUMNS if noisy else [])
     lines = [f"## {name}", "",
              f"World `{study.world}`; k = {study.model.neurons} {study.model.activation}; "
              f"{study.train.steps} steps of batch {study.train.batch_size}; lr {study.train.lr:g}, "
-             f"bias offset {study.train.bias_offset:g}, bias decay {study.train.bias_decay:g}, L1 {study.train.l1:g}; "
+             f"bias offset {study.train.bias_offset:g}, bias decay {study.train.bias_decay:g}, L1 {study.train.l1:g}"
+             + "".join(f", {k} {getattr(study.train, k):g}" for k in ("l1_out", "noise_std", "inhibit")
+                       if getattr(study.train, k)) + "; "
              f"sweep {dict(study.sweep) or 'none'}; seeds {study.seeds}. "
              f"Trained in {manifest['train_seconds']:.0f} s. Mean ± std over seeds.", "",
-             "| point | seeds | " + " | ".join(c[1] for c in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
+             "| point | seeds | " + " | ".join(c[1] for c in columns) + " |",
+             "|---" * (len(columns) + 2) + "|"]
     for point, stats in metrics["points"].items():
         seeds = f"{stats['seeds']}" + (f" ({stats['diverged']} diverged)" if stats["diverged"] else "")
-        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, k, d) for k, _, d in COLUMNS) + " |")
+        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns) + " |")
     lines.append("")
     lines += [f"![{name} {fig}](figures/{name}-{fig})" for fig in figures]
     return "\n".join(lines) + "\n"
@@ -147,7 +188,7 @@ def main() -> None:
         manifest = read_json(model_dir(name) / "instances.json")
         studies[name] = metrics
         figures = sorted(p.name for p in (result_dir(name) / "interp").glob("*.png"))
-        order = ["training.png", "mono_sweep.png", "sfa.png", "bias.png"]
+        order = ["training.png", "mono_sweep.png", "noise.png", "sfa.png", "bias.png"]
         figures.sort(key=lambda f: order.index(f) if f in order else len(order))
         for fig in figures:
             shutil.copyfile(result_dir(name) / "interp" / fig, REPORTS / "figures" / f"{name}-{fig}")
@@ -179,7 +220,8 @@ def main() -> None:
                       "Engineering monosemanticity in toy models (Jermyn, Schiefer & Hubinger 2022), reproduced by "
                       "`dvc repro`. Every model is an MLflow run in the experiment "
                       f"`{params.tracking.experiment}` (store: `{tracking_uri()}`; `make ui` opens it).", "",
-                      *worlds, "", *claim_lines, "", *sections, mechanism_section(interp, studies, claims, mech_figures)])
+                      *worlds, "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
+                      mechanism_section(interp, studies, claims, mech_figures)])
     write_text(REPORTS / "report.md", text)
     held = sum(c["holds"] is True for c in claims)
     print(f"report: {len(studies)} studies, {held}/{len(claims)} claims hold -> {REPORTS / 'report.md'}")

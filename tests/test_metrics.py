@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from monosem.interpret import feature_order, neuron_order, neuron_table
-from monosem.metrics import count_mono, frac_mono, measure, neuron_classes
+from monosem.metrics import count_mono, frac_mono, measure, neuron_classes, noise_activation_change
 from monosem.models import ToyModels, solu
 
 
@@ -41,6 +41,7 @@ def test_measure_counts_mono_neurons_and_bias_stats():
     assert m["features_covered"].item() == 1.0
     assert m["bias_mean_mono"].item() == pytest.approx(-0.5) and m["bias_mean_poly"].item() == pytest.approx(0.2)
     assert m["n_bias_positive"].item() == 1
+    assert m["bias_mean_live"].item() == pytest.approx((-0.5 - 0.5 + 0.2) / 3)
     # y for x = e1: h = [0.5, 0, 1.2], y = [1, 0]: exact. For x = 0: h = [0, 0, 0.2], y = 0. Loss 0.
     assert m["loss"].item() == pytest.approx(0.0)
 
@@ -88,3 +89,18 @@ def test_welford_tracking_matches_mean_and_variance_of_all_training_activations(
     allh = torch.cat(batches, 1)[0].double()
     torch.testing.assert_close(module.act_mean[0], allh.mean(0))
     torch.testing.assert_close(module.act_m2[0] / (module.act_count - 1), allh.var(0))
+
+
+def test_noise_activation_change_is_relative_frobenius_change_per_class():
+    """Mono neuron 0 = ReLU(x0 - 0.5) stays on (x0 = 1, σ = 0.01), poly neuron 2 = ReLU(x0 + x1 + 0.2) is
+    always on: both move linearly with the noise, so the changes are σ‖z0‖/(0.5√n) and σ‖z0 + z1‖/(1.2√n)."""
+    model, n, sigma = hand_model(), 1000, 0.01
+    x = torch.tensor([[1.0, 0.0]]).repeat(n, 1)
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    z = torch.randn(x.shape, generator=gen())
+    out = noise_activation_change(model, torch.eye(2), x, torch.tensor([sigma]), gen())
+    # neuron 1 (mono, ReLU(x1 - 0.5)) is off throughout: it adds nothing to either norm
+    assert out["noise_change_mono"].item() == pytest.approx(sigma * z[:, 0].norm().item() / (0.5 * n ** 0.5), rel=1e-4)
+    assert out["noise_change_poly"].item() == pytest.approx(sigma * z.sum(1).norm().item() / (1.2 * n ** 0.5), rel=1e-4)
+    zero = noise_activation_change(model, torch.eye(2), x, torch.tensor([0.0]), gen())
+    assert torch.isnan(zero["noise_change_mono"]).all() and torch.isnan(zero["noise_change_poly"]).all()

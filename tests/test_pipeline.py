@@ -59,7 +59,7 @@ def all_runs(repo):
 def test_repro_produces_every_output(repo):
     repo, out = repo
     assert ran(out) == {"generate@tiny", "generate@tiny_abs", "report"} | {
-        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5")}
+        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
         metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
@@ -82,6 +82,12 @@ def test_repro_produces_every_output(repo):
     assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
     assert "## The residual polysemantic neurons" in report and "ReLU(v)/ReLU(−v) pair" in report
     assert (repo / "reports/figures/LR5-decomposition.png").exists()
+    noise = json.loads((repo / "results/NOISE/metrics.json").read_text())["instances"]
+    assert all((r["noise_change_poly"] is None) == (r["sweep.train.noise_std"] == 0) for r in noise.values()
+               if r["n_poly"] > 0)
+    assert (repo / "results/NOISE/interp/noise.png").stat().st_size > 10_000
+    assert next(c for c in claims if c["id"] == "noise_bias_tracks_sigma")["holds"] in (True, False)
+    assert "## Beyond the paper" in report and "figures/NOISE-noise.png" in report
     shown = sh("dvc metrics show --json", repo).stdout
     assert "mono_per_feature" in shown
 
@@ -92,7 +98,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     runs = all_runs(repo)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 3 and len(children) == 10
+    assert len(parents) == 4 and len(children) == 14
     assert all(r.info.status == "FINISHED" for r in runs)
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     ids = {e["run_id"] for e in manifest["instances"]}

@@ -100,20 +100,52 @@ def bias_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], n_features: int,
     _save(fig, path)
 
 
-def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str | Path) -> None:
-    """#mono/#neurons and #mono/#features against the swept variable; seeds as mean ± std."""
+def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str | Path, title: str = "") -> None:
+    """#mono/#neurons, #mono/#features and eval loss against the swept variable; seeds as mean ± std.
+
+    points: one row per sweep point with column x, the metrics and their `_std`, and optionally `series`
+    (the values of the other swept keys, one line each)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    series = points["series"] if "series" in points else pd.Series([None] * len(points), index=points.index)
+    for name in dict.fromkeys(series):
+        sub = points[series == name] if name is not None else points
+        x = sub["x"].to_numpy()
+        for ax, metric, label in zip(axes, ("mono_per_neuron", "mono_per_feature", "loss"),
+                                     ("# mono / # neurons", "# mono / # features", "eval loss")):
+            mean, std = sub[metric].to_numpy(float), np.nan_to_num(sub[f"{metric}_std"].to_numpy(float))
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+            ax.set_xlabel(sweep_key)
+            ax.set_ylabel(label)
     x = points["x"].to_numpy()
-    for ax, metric, label in zip(axes, ("mono_per_neuron", "mono_per_feature", "loss"),
-                                 ("# mono / # neurons", "# mono / # features", "eval loss")):
-        mean, std = points[metric].to_numpy(float), np.nan_to_num(points[f"{metric}_std"].to_numpy(float))
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3)
-        ax.set_xlabel(sweep_key)
-        ax.set_ylabel(label)
+    for ax in axes:
         if sweep_key.split(".")[-1] in LOG_SCALED and np.all(x > 0):
             ax.set_xscale("log")
         if sweep_key == "model.neurons":
             ax.axvline(n_features, color="r", lw=1)
+    if series.notna().any():
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: mean ± std over seeds".lstrip(": "), fontsize=9)
+    _save(fig, path)
+
+
+def noise_plot(points: pd.DataFrame, title: str, path: str | Path) -> None:
+    """Under input noise σ: the learned bias (live, monosemantic, polysemantic neurons) against σ, and the
+    relative change of each class's activations when noise at the model's own σ is added at eval time."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    x = points["x"].to_numpy(float)
+    for ax, metrics in ((a, (("bias_mean_live", "live neurons", "k"), ("bias_mean_mono", "monosemantic", "tab:blue"),
+                             ("bias_mean_poly", "polysemantic", "tab:red"))),
+                        (b, (("noise_change_mono", "monosemantic", "tab:blue"),
+                             ("noise_change_poly", "polysemantic", "tab:red")))):
+        for metric, label, colour in metrics:
+            mean, std = points[metric].to_numpy(float), np.nan_to_num(points[f"{metric}_std"].to_numpy(float))
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=colour, label=label)
+        ax.set_xlabel("input noise σ (training)")
+        ax.legend(fontsize=7)
+    a.axhline(0, color="grey", lw=0.5)
+    a.set_ylabel("mean first-layer bias")
+    b.set_ylabel("‖h(x + σz) − h(x)‖ / ‖h(x)‖")
+    fig.suptitle(f"{title}: mean ± std over seeds", fontsize=9)
     _save(fig, path)
 
 
