@@ -36,15 +36,18 @@ def main(name: str) -> None:
 
     sfas = []
     tracker = Tracker(params.tracking.experiment)
-    eval_x = world.inputs(world.eval_f)
+    eval_x = {}  # per feature density (a study may sweep data.eps)
     summaries = {}
     for inst, entry, state in zip(instances, manifest["instances"], states):
         if entry["diverged_at"] is not None:  # non-finite weights: nothing to analyse, nothing to draw
             summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
             sfas.append(None)
             continue
+        if inst.data.eps not in eval_x:
+            at_eps = world.with_eps(inst.data.eps)
+            eval_x[inst.data.eps] = at_eps.inputs(at_eps.eval_f)
         res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
-                      world.cfg.task, eval_x, world.Q)
+                      world.cfg.task, eval_x[inst.data.eps], world.Q)
         sfa = res["sfa"]
         sfas.append(sfa)
         summaries[inst.label] = res["summary"]
@@ -67,7 +70,8 @@ def main(name: str) -> None:
 
     # Study figures: the paper's plot types. With several swept keys, curves are coloured by sweep point
     # and the sweep plot draws the first key on x, one line per value of the others.
-    keys = list(study.sweep)
+    axes = study.axes()
+    keys = [axis[0] for axis in axes]  # a zipped axis is drawn against its first parameter
     curves = pd.read_csv(model_dir(name) / "curves.csv")
     if len(keys) == 1:
         curves = curves.merge(pd.DataFrame([{"instance": i.label, f"sweep.{keys[0]}": i.point[keys[0]]}

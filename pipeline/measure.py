@@ -39,11 +39,12 @@ def main(name: str) -> None:
     params, _ = study_params(name)
     manifest, instances = load_manifest(name)
     states = load_states(name, manifest)
-    world = load_world(world_dir(manifest["world"]))
-    eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
+    base_world = load_world(world_dir(manifest["world"]))
 
     rows = [None] * len(instances)
     for members in groups(instances):
+        world = base_world.with_eps(instances[members[0]].data.eps)
+        eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
         model = ToyModels.from_states([states[i] for i in members], instances[members[0]].model.activation)
         values = measure(model, world.probes, eval_x, eval_target)
         h = model.hidden(eval_x.expand(len(members), *eval_x.shape))  # (inst, samples, k)
@@ -64,7 +65,7 @@ def main(name: str) -> None:
 
     out = result_dir(name)
     points = summarise(rows)
-    write_json(out / "metrics.json", {"study": name, "world": manifest["world"], "n_features": world.cfg.n_features,
+    write_json(out / "metrics.json", {"study": name, "world": manifest["world"], "n_features": base_world.cfg.n_features,
                                       "sweep": list(params.studies[name].sweep), "points": points,
                                       "instances": {r["label"]: r for r in rows}})
     with atomic_path(out / "instances.csv") as tmp, open(tmp, "w", newline="") as fh:

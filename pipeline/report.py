@@ -157,6 +157,23 @@ def interventions_section(claims: list[dict], present: set[str]) -> str:
     return "\n".join(lines)
 
 
+def studies_table(params) -> list[str]:
+    """The paper's Table 1 as run here: one row per study, the swept parameters named."""
+    rows = ["| study | task | act | features | k | ε | lr | bias decay | bias offset | L1 | steps × batch | swept | models |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, st in params.studies.items():
+        w, t = params.worlds[st.world], st.train
+        swept = {k for axis in st.axes() for k in axis}
+        show = lambda key, value: "Var" if key in swept else f"{value:g}"  # noqa: E731
+        rows.append(f"| {name} | {w.task} | {st.model.activation} | {w.distribution} | "
+                    f"{show('model.neurons', st.model.neurons)} | {show('data.eps', st.data.eps or w.eps)} | "
+                    f"{show('train.lr', t.lr)} | {show('train.bias_decay', t.bias_decay)} | "
+                    f"{show('train.bias_offset', t.bias_offset)} | {show('train.l1', t.l1)} | "
+                    f"{t.steps} × {'Var' if 'train.batch_size' in swept else t.batch_size} | "
+                    f"{', '.join(' + '.join(a) for a in st.axes()) or '–'} | {len(st.instances())} |")
+    return rows
+
+
 def study_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
     noisy = any(s.get("noise_change_poly") is not None for s in metrics["points"].values())  # NaN is null in JSON
     columns = COLUMNS + (NOISE_COLUMNS if noisy else [])
@@ -220,7 +237,8 @@ def main() -> None:
                       "Engineering monosemanticity in toy models (Jermyn, Schiefer & Hubinger 2022), reproduced by "
                       "`dvc repro`. Every model is an MLflow run in the experiment "
                       f"`{params.tracking.experiment}` (store: `{tracking_uri()}`; `make ui` opens it).", "",
-                      *worlds, "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
+                      *worlds, "", "Studies (the paper's Table 1 at this profile's scale, then the interventions):", "",
+                      *studies_table(params), "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
                       mechanism_section(interp, studies, claims, mech_figures)])
     write_text(REPORTS / "report.md", text)
     held = sum(c["holds"] is True for c in claims)

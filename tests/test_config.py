@@ -52,6 +52,13 @@ BAD = [
     ("studies.LR1.sweep", {"train.lr": [0.01, -1]}, ["studies.LR1.sweep.train.lr[1]", "-1", "greater than 0"]),
     ("studies.LR1.sweep", {"model.activation": ["relu", "swish"]}, ["model.activation[1]", "'swish'", "'relu', 'gelu'"]),
     ("studies.LR1.sweep", {"train.lr": []}, ["studies.LR1.sweep.train.lr", "at least one value"]),
+    ("studies.LR1.data", {"eps": 0}, ["studies.LR1.data.eps", "0", "greater than 0"]),
+    ("studies.LR1.sweep", {"data.eps": [0.1, 2.0]}, ["studies.LR1.sweep.data.eps[1]", "2.0", "less than or equal to 1"]),
+    ("studies.LR1.sweep", {"model.neurons,train.batch_size": [[16, 32], [32]]},
+     ["studies.LR1.sweep.model.neurons,train.batch_size[1]", "[32]", "list of 2 values"]),
+    ("studies.LR1.sweep", {"model.neurons,train.batch_size": [[16, 0]]}, ["train.batch_size[0]", "greater than or equal to 1"]),
+    ("studies.LR1.sweep", {"model.neurons,train.gamma": [[16, 1]]}, ["cannot sweep 'train.gamma'"]),
+    ("studies.LR1.sweep", {"train.lr": [0.1], "train.lr,train.l1": [[0.1, 0.0]]}, ["'train.lr' is swept more than once"]),
     ("runtime", {"accelerator": "tpu"}, ["runtime.accelerator", "'tpu'", "'cpu', 'gpu' or 'auto'"]),
     ("tracking", {"experiment": ""}, ["tracking.experiment", "at least 1 character"]),
 ]
@@ -81,6 +88,19 @@ def test_sweep_is_a_grid_times_seeds_with_seed_fastest():
     assert insts[2].train.lr == 0.1 and insts[2].train.l1 == 0.5 and insts[2].point_label == "lr=0.1,l1=0.5"
 
 
+def test_zipped_sweep_moves_its_keys_together_and_crosses_the_other_axes():
+    raw = edited("studies.LR1.sweep", {"model.neurons,train.batch_size": [[16, 64], [32, 32]], "data.eps": [0.1, 0.2]})
+    study = parse_params(raw).studies["LR1"]
+    insts = study.instances()
+    assert study.axes() == [["model.neurons", "train.batch_size"], ["data.eps"]]
+    assert len(insts) == 2 * 2 * 2
+    assert [(i.model.neurons, i.train.batch_size, i.data.eps) for i in insts[::2]] == [
+        (16, 64, 0.1), (16, 64, 0.2), (32, 32, 0.1), (32, 32, 0.2)]
+    assert insts[0].point_label == "neurons=16,batch_size=64,eps=0.1"
+    assert insts[0].group_key != insts[2].group_key  # another ε draws other data: another module
+    assert insts[0].flat_params()["data.eps"] == 0.1
+
+
 def test_missing_or_broken_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
@@ -93,11 +113,18 @@ def test_paper_profile_has_the_papers_sizes_and_is_valid():
     params = load_params(ROOT / "profiles" / "paper.yaml")
     world = params.worlds["uniform"]
     assert (world.n_features, world.d_embed, world.eps) == (512, 64, 1 / 64)
+    assert set(params.studies) >= {"LR1", "LR2", "LR3", "LR4", "B1", "B2", "B3", "B4", "B5", "G3", "E1", "E2", "E3",
+                                   "E4", "K0", "K1", "K2", "RG1", "RP1", "LR5", "D1"}  # every batch of Table 1
     for name, study in params.studies.items():
-        t = study.train
-        assert (t.steps, t.t_max) == (2**17, 512) and len(study.seeds) >= 3
-        assert study.model.neurons * t.batch_size == 2**23  # the authors keep B·k fixed
-        assert study.sweep["train.lr"] == [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]
+        for inst in study.instances():
+            t = inst.train
+            assert (t.steps, t.t_max) == (2**17, 512)
+            assert inst.model.neurons * t.batch_size == 2**23  # the authors keep B·k fixed
+        assert len(study.seeds) >= 3
+    for name in ("LR1", "LR2", "LR3", "LR4", "RP1", "LR5"):
+        assert params.studies[name].sweep["train.lr"] == [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]
+    assert [i.model.neurons for i in params.studies["K1"].instances()[::3]] == [2**i for i in range(4, 12)]
+    assert params.studies["E1"].sweep["data.eps"][0] == 0.5 and params.studies["B5"].data.eps == 1 / 256
     assert params.studies["LR3"].train.bias_decay == 0.03 and params.studies["LR3"].train.bias_offset == -1
     assert params.runtime.accelerator == "auto"
     # The default profile keeps the paper's e-folds of bias decay, decay·lr·steps/2, for the bias-trick studies.

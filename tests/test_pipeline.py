@@ -59,7 +59,7 @@ def all_runs(repo):
 def test_repro_produces_every_output(repo):
     repo, out = repo
     assert ran(out) == {"generate@tiny", "generate@tiny_abs", "report"} | {
-        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE")}
+        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE", "K1")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
         metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
@@ -88,6 +88,16 @@ def test_repro_produces_every_output(repo):
     assert (repo / "results/NOISE/interp/noise.png").stat().st_size > 10_000
     assert next(c for c in claims if c["id"] == "noise_bias_tracks_sigma")["holds"] in (True, False)
     assert "## Beyond the paper" in report and "figures/NOISE-noise.png" in report
+    widths = json.loads((repo / "results/K1/metrics.json").read_text())
+    assert list(widths["points"]) == ["neurons=8,batch_size=64,eps=0.125", "neurons=8,batch_size=64,eps=0.25",
+                                      "neurons=16,batch_size=32,eps=0.125", "neurons=16,batch_size=32,eps=0.25"]
+    weights = (repo / "models/K1/weights.safetensors")
+    from safetensors import safe_open
+    with safe_open(weights, "pt") as fh:
+        assert fh.get_slice("neurons=8,batch_size=64,eps=0.125,seed=0/W1").get_shape() == [8, 4]
+    assert (repo / "results/K1/interp/mono_sweep.png").exists()
+    assert next(c for c in claims if c["id"] == "width_raises_mono")["evidence"].startswith("K1: Spearman")
+    assert "| K1 | decoder | relu | uniform | Var | Var |" in report  # the study table names what is swept
     shown = sh("dvc metrics show --json", repo).stdout
     assert "mono_per_feature" in shown
 
@@ -98,7 +108,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     runs = all_runs(repo)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 4 and len(children) == 14
+    assert len(parents) == 5 and len(children) == 22
     assert all(r.info.status == "FINISHED" for r in runs)
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     ids = {e["run_id"] for e in manifest["instances"]}

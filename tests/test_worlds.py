@@ -55,3 +55,13 @@ def test_world_is_a_function_of_its_seed():
     c = generate_world(World(n_features=12, d_embed=4, eps=0.2, n_eval=10, seed=2))
     assert torch.equal(a.P, b.P) and torch.equal(a.eval_f, b.eval_f)
     assert not torch.equal(a.P, c.P)
+
+
+def test_world_at_another_density_keeps_its_embedders_and_redraws_its_eval_set():
+    world = generate_world(World(n_features=64, d_embed=8, eps=1 / 16, n_eval=4096, seed=3))
+    assert world.with_eps(None) is world and world.with_eps(1 / 16) is world
+    dense = world.with_eps(1 / 4)
+    assert torch.equal(dense.P, world.P) and dense.cfg.eps == 1 / 4 and dense.cfg.seed == 3
+    assert torch.allclose(dense.probs, torch.full((64,), 0.25))
+    assert (dense.eval_f != 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert torch.equal(world.with_eps(1 / 4).eval_f, dense.eval_f)  # drawn from the world's seed and ε

@@ -47,73 +47,6 @@ def _missing(result: dict, studies: Studies, names: list[str]) -> dict | None:
     return None
 
 
-@check
-def same_loss_different_monosemanticity(studies: Studies) -> dict:
-    result = {"id": "lr_same_loss_different_mono", "studies": ["LR1"],
-              "claim": "Different learning rates reach about the same loss with different monosemanticity (LR1).",
-              "criterion": "spread of mean eval loss across LRs (max-min)/min <= 10%, and #mono/#features differs "
-                           "across LRs (Kruskal-Wallis over seeds, p < 0.05)"}
-    if (miss := _missing(result, studies, ["LR1"])) is not None:
-        return miss
-    loss, mono = _by_point(studies["LR1"], "loss"), _by_point(studies["LR1"], "mono_per_feature")
-    means = {p: statistics.fmean(v) for p, v in loss.items()}
-    spread = (max(means.values()) - min(means.values())) / min(means.values())
-    try:
-        p = stats.kruskal(*mono.values()).pvalue if len(mono) > 1 else 1.0
-    except ValueError:  # all values identical: no difference at all
-        p = 1.0
-    per_point = "; ".join(f"{pt}: loss {_fmt(loss[pt])}, mono/feat {_fmt(mono[pt])}" for pt in loss)
-    return result | {"holds": bool(spread <= 0.10 and p < 0.05),
-                     "evidence": f"loss spread {spread:.1%}, Kruskal-Wallis p = {p:.3g}. {per_point}"}
-
-
-@check
-def bias_trick_more_monosemantic(studies: Studies) -> dict:
-    result = {"id": "bias_trick_more_mono_no_loss_cost", "studies": ["LR1", "LR3"],
-              "claim": "A negative bias offset with bias decay gives more monosemantic models at no loss cost "
-                       "(LR3 vs LR1).",
-              "criterion": "instances paired by (lr, seed): #mono/#features higher with the trick (one-sided "
-                           "Wilcoxon signed-rank, p < 0.05) and median loss ratio LR3/LR1 <= 1.05"}
-    if (miss := _missing(result, studies, ["LR1", "LR3"])) is not None:
-        return miss
-    plain = {r["label"]: r for r in _instances(studies["LR1"])}
-    trick = {r["label"]: r for r in _instances(studies["LR3"])}
-    pairs = [(plain[k], trick[k]) for k in sorted(plain.keys() & trick.keys())]
-    if len(pairs) < 2:
-        return result | {"holds": None, "evidence": "fewer than 2 (lr, seed) pairs in common"}
-    diff = [t["mono_per_feature"] - p["mono_per_feature"] for p, t in pairs]
-    ratio = statistics.median(t["loss"] / p["loss"] for p, t in pairs)
-    try:
-        pval = stats.wilcoxon(diff, alternative="greater").pvalue
-    except ValueError:  # all differences zero
-        pval = 1.0
-    return result | {"holds": bool(pval < 0.05 and ratio <= 1.05),
-                     "evidence": f"{len(pairs)} pairs; mono/feat LR1 {_fmt([p['mono_per_feature'] for p, _ in pairs])}"
-                                 f" vs LR3 {_fmt([t['mono_per_feature'] for _, t in pairs])}, Wilcoxon p = {pval:.3g}; "
-                                 f"median loss ratio LR3/LR1 {ratio:.3f}"}
-
-
-@check
-def mono_neurons_negative_bias(studies: Studies) -> dict:
-    result = {"id": "mono_negative_bias", "studies": ["LR3"],
-              "claim": "Monosemantic neurons have negative biases, below those of the polysemantic neurons (LR3).",
-              "criterion": "in every instance with both classes: mean mono bias < 0 and < mean poly bias"}
-    if (miss := _missing(result, studies, ["LR3"])) is not None:
-        return miss
-    both = [r for r in _instances(studies["LR3"]) if r["n_mono"] > 0 and r["n_poly"] > 0]
-    if not both:
-        return result | {"holds": None, "evidence": "no instance has both monosemantic and polysemantic neurons"}
-    ok = [r for r in both if r["bias_mean_mono"] < 0 and r["bias_mean_mono"] < r["bias_mean_poly"]]
-    return result | {"holds": len(ok) == len(both),
-                     "evidence": f"{len(ok)}/{len(both)} instances; mean bias mono "
-                                 f"{_fmt([r['bias_mean_mono'] for r in both])}, poly "
-                                 f"{_fmt([r['bias_mean_poly'] for r in both])}"}
-
-
-# --- beyond the paper: interventions (the paper's discussion; Wang et al. 2023) ------------------------------
-# Studies by name: NOISE and NOISE_TRICK sweep train.noise_std, LASSO sweeps train.l1 × train.l1_out,
-# INHIBIT sweeps train.inhibit (params.yaml). A study that is absent leaves its claim untested.
-
 def _num(v) -> bool:
     """A measured number: not null (NaN in metrics.json) and not NaN."""
     return v is not None and v == v
@@ -121,6 +54,11 @@ def _num(v) -> bool:
 
 def _sweep_value(row: dict, key: str) -> float:
     return float(row[f"sweep.{key}"])
+
+
+def _swept(rows: list[dict], key: str) -> list[dict]:
+    """The rows of a study that sweeps `key` (a study edited to sweep something else has none)."""
+    return [r for r in rows if f"sweep.{key}" in r]
 
 
 def _paired_wilcoxon(diff: list[float], alternative: str) -> float:
@@ -131,6 +69,218 @@ def _paired_wilcoxon(diff: list[float], alternative: str) -> float:
     except ValueError:  # every difference zero
         return 1.0
 
+
+def _each(result: dict, studies: Studies, names: list[str], judge: Callable[[str, dict], tuple[bool | None, str]]) -> dict:
+    """Judge every named study that was run; the claim holds if it holds in each of them (None if none ran
+    or none had the data)."""
+    present = [n for n in names if n in studies]
+    if not present:
+        return result | {"holds": None, "evidence": f"studies not run: {', '.join(names)}"}
+    verdicts, parts = [], []
+    for name in present:
+        holds, evidence = judge(name, studies[name])
+        verdicts.append(holds)
+        parts.append(f"{name}: {evidence}")
+    judged = [v for v in verdicts if v is not None]
+    return result | {"holds": all(judged) if judged else None, "evidence": ". ".join(parts)}
+
+
+def _trend(study: dict, key: str, metric: str = "mono_per_feature") -> tuple[float, float, int]:
+    """Spearman correlation (rho, p, n) between a swept value and a metric over all instances."""
+    rows = [r for r in _swept(_instances(study), key) if _num(r.get(metric))]
+    x, y = [_sweep_value(r, key) for r in rows], [r[metric] for r in rows]
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan"), 1.0, len(rows)
+    rho, p = stats.spearmanr(x, y)
+    return float(rho), float(p), len(rows)
+
+
+def _per_point(study: dict, metric: str = "mono_per_feature") -> str:
+    return "; ".join(f"{pt} {_fmt(v)}" for pt, v in _by_point(study, metric).items())
+
+
+@check
+def same_loss_different_monosemanticity(studies: Studies) -> dict:
+    result = {"id": "lr_same_loss_different_mono", "studies": ["LR1", "LR2"],
+              "claim": "Different learning rates reach about the same loss with different monosemanticity "
+                       "(LR1, LR2).",
+              "criterion": "in each study: spread of mean eval loss across LRs (max-min)/min <= 10%, and "
+                           "#mono/#features differs across LRs (Kruskal-Wallis over seeds, p < 0.05)"}
+
+    def judge(name, study):
+        loss, mono = _by_point(study, "loss"), _by_point(study, "mono_per_feature")
+        if len(loss) < 2:
+            return None, "fewer than two learning rates"
+        means = {p: statistics.fmean(v) for p, v in loss.items()}
+        spread = (max(means.values()) - min(means.values())) / min(means.values())
+        try:
+            p = stats.kruskal(*mono.values()).pvalue
+        except ValueError:  # all values identical: no difference at all
+            p = 1.0
+        per_point = "; ".join(f"{pt}: loss {_fmt(loss[pt])}, mono/feat {_fmt(mono[pt])}" for pt in loss)
+        return bool(spread <= 0.10 and p < 0.05), f"loss spread {spread:.1%}, Kruskal-Wallis p = {p:.3g}; {per_point}"
+
+    return _each(result, studies, ["LR1", "LR2"], judge)
+
+
+@check
+def bias_trick_more_monosemantic(studies: Studies) -> dict:
+    result = {"id": "bias_trick_more_mono_no_loss_cost", "studies": ["LR1", "LR3", "LR2", "LR4"],
+              "claim": "A negative bias offset with bias decay gives more monosemantic models at no loss cost "
+                       "(LR3 vs LR1, LR4 vs LR2).",
+              "criterion": "for each pair of studies, instances paired by (lr, seed): #mono/#features higher with "
+                           "the trick (one-sided Wilcoxon signed-rank, p < 0.05) and median loss ratio trick/plain "
+                           "<= 1.05"}
+    pairs_of = {"LR3": "LR1", "LR4": "LR2"}
+
+    def judge(name, study):
+        if pairs_of[name] not in studies:
+            return None, f"{pairs_of[name]} not run"
+        plain = {r["label"]: r for r in _instances(studies[pairs_of[name]])}
+        trick = {r["label"]: r for r in _instances(study)}
+        pairs = [(plain[k], trick[k]) for k in sorted(plain.keys() & trick.keys())]
+        if len(pairs) < 2:
+            return None, "fewer than 2 (lr, seed) pairs in common"
+        p = _paired_wilcoxon([t["mono_per_feature"] - b["mono_per_feature"] for b, t in pairs], "greater")
+        ratio = statistics.median(t["loss"] / b["loss"] for b, t in pairs)
+        return bool(p < 0.05 and ratio <= 1.05), (
+            f"{len(pairs)} pairs; mono/feat {pairs_of[name]} {_fmt([b['mono_per_feature'] for b, _ in pairs])} vs "
+            f"{name} {_fmt([t['mono_per_feature'] for _, t in pairs])}, Wilcoxon p = {p:.3g}; median loss ratio "
+            f"{ratio:.3f}")
+
+    return _each(result, studies, ["LR3", "LR4"], judge)
+
+
+@check
+def mono_neurons_negative_bias(studies: Studies) -> dict:
+    result = {"id": "mono_negative_bias", "studies": ["LR3", "LR4"],
+              "claim": "Monosemantic neurons have moderately negative biases; the remaining polysemantic ones "
+                       "small positive ones (LR3, LR4).",
+              "criterion": "in each study: in every instance with both classes, mean mono bias < 0 and below the "
+                           "mean poly bias; and the median over instances of the mean poly bias >= 0"}
+
+    def judge(name, study):
+        both = [r for r in _instances(study) if r["n_mono"] > 0 and r["n_poly"] > 0]
+        if not both:
+            return None, "no instance has both monosemantic and polysemantic neurons"
+        ok = [r for r in both if r["bias_mean_mono"] < 0 and r["bias_mean_mono"] < r["bias_mean_poly"]]
+        poly = statistics.median(r["bias_mean_poly"] for r in both)
+        return bool(len(ok) == len(both) and poly >= 0), (
+            f"mono below zero and below poly in {len(ok)}/{len(both)} instances; mean bias mono "
+            f"{_fmt([r['bias_mean_mono'] for r in both])}, poly {_fmt([r['bias_mean_poly'] for r in both])} "
+            f"(median {poly:.3f})")
+
+    return _each(result, studies, ["LR3", "LR4"], judge)
+
+
+@check
+def width_raises_monosemanticity(studies: Studies) -> dict:
+    result = {"id": "width_raises_mono", "studies": ["K0", "K1", "K2"],
+              "claim": "Monosemanticity rises with width, approaching one monosemantic neuron per feature for "
+                       "k >= N with the bias trick (K0-K2).",
+              "criterion": "in each study: Spearman correlation of k with #mono/#features > 0, p < 0.05; and in "
+                           "K1 (uniform, bias trick) mean #mono/#features >= 0.75 at its largest k (>= N)"}
+
+    def judge(name, study):
+        rho, p, n = _trend(study, "model.neurons")
+        if not n:
+            return None, "does not sweep model.neurons"
+        holds = bool(rho > 0 and p < 0.05)
+        text = f"Spearman {rho:.2f} (p = {p:.2g}, {n} models); mono/feat {_per_point(study)}"
+        if name == "K1":
+            rows = _instances(study)
+            widest = max(_sweep_value(r, "model.neurons") for r in rows)
+            top = statistics.fmean(r["mono_per_feature"] for r in rows if _sweep_value(r, "model.neurons") == widest)
+            holds = holds and widest >= study["n_features"] and top >= 0.75
+            text += f"; at k = {widest:g}: {top:.3f}"
+        return holds, text
+
+    return _each(result, studies, ["K0", "K1", "K2"], judge)
+
+
+@check
+def density_lowers_monosemanticity(studies: Studies) -> dict:
+    names = ["E1", "E2", "E3", "E4"]
+    result = {"id": "density_lowers_mono", "studies": names,
+              "claim": "Monosemanticity falls as the feature density ε rises (E1-E4).",
+              "criterion": "in each study: Spearman correlation of ε with #mono/#features < 0, p < 0.05"}
+
+    def judge(name, study):
+        rho, p, n = _trend(study, "data.eps")
+        if not n:
+            return None, "does not sweep data.eps"
+        return bool(rho < 0 and p < 0.05), f"Spearman {rho:.2f} (p = {p:.2g}, {n} models); mono/feat {_per_point(study)}"
+
+    return _each(result, studies, names, judge)
+
+
+@check
+def bias_scales_as_sqrt_density(studies: Studies) -> dict:
+    names = ["E1", "E2", "E3", "E4"]
+    result = {"id": "bias_scales_sqrt_eps", "studies": names,
+              "claim": "The learned negative bias scales about as √ε (E1-E4).",
+              "criterion": "over all instances of the E studies whose live neurons have a negative mean bias: the "
+                           "least-squares slope of log(-bias) on log ε is in [0.25, 0.75] (√ε gives 0.5)"}
+    rows = [r for n in names if n in studies for r in _swept(_instances(studies[n]), "data.eps")
+            if _num(r.get("bias_mean_live")) and r["bias_mean_live"] < 0]
+    if len({_sweep_value(r, "data.eps") for r in rows}) < 2:
+        return result | {"holds": None, "evidence": "fewer than two densities with negative biases"}
+    fit = stats.linregress([math.log(_sweep_value(r, "data.eps")) for r in rows],
+                           [math.log(-r["bias_mean_live"]) for r in rows])
+    per = "; ".join(f"{n}: " + _per_point(studies[n], "bias_mean_live") for n in names if n in studies)
+    return result | {"holds": bool(0.25 <= fit.slope <= 0.75),
+                     "evidence": f"slope {fit.slope:.3f} ± {fit.stderr:.3f} over {len(rows)} models (r = {fit.rvalue:.2f})"
+                                 f"; live-neuron bias {per}"}
+
+
+@check
+def l1_raises_monosemanticity(studies: Studies) -> dict:
+    result = {"id": "l1_raises_mono", "studies": ["RG1"],
+              "claim": "Moderate L1 on the hidden activations raises monosemanticity (RG1).",
+              "criterion": "some L1 strength > 0 has a higher mean #mono/#features than L1 = 0 (one-sided Welch "
+                           "t-test over seeds, p < 0.05 divided by the number of strengths tested)"}
+    if (miss := _missing(result, studies, ["RG1"])) is not None:
+        return miss
+    rows = _swept(_instances(studies["RG1"]), "train.l1")
+    control = [r["mono_per_feature"] for r in rows if _sweep_value(r, "train.l1") == 0]
+    levels = sorted({_sweep_value(r, "train.l1") for r in rows} - {0.0})
+    if len(control) < 2 or not levels:
+        return result | {"holds": None, "evidence": "needs L1 = 0 and another strength, each with 2+ seeds"}
+    tests = {}
+    for level in levels:
+        treated = [r["mono_per_feature"] for r in rows if _sweep_value(r, "train.l1") == level]
+        if len(set(treated + control)) < 2:
+            tests[level] = 1.0
+            continue
+        tests[level] = float(stats.ttest_ind(treated, control, equal_var=False, alternative="greater").pvalue)
+    best = min(tests, key=tests.get)
+    alpha = 0.05 / len(levels)
+    return result | {"holds": bool(tests[best] < alpha),
+                     "evidence": f"best L1 {best:g}: Welch p = {tests[best]:.3g} (needs < {alpha:.3g}); mono/feat "
+                                 + _per_point(studies["RG1"])}
+
+
+@check
+def effects_hold_on_other_tasks(studies: Studies) -> dict:
+    result = {"id": "other_tasks", "studies": ["RP1", "LR5", "D1"],
+              "claim": "The effects hold for the re-projector and absolute-value tasks (RP1, LR5, D1).",
+              "criterion": "Spearman correlation > 0 with p < 0.05 of #mono/#features with the learning rate in RP1 "
+                           "and LR5 (both with the bias trick) and with the bias decay in D1"}
+
+    def judge(name, study):
+        key = "train.bias_decay" if name == "D1" else "train.lr"
+        rho, p, n = _trend(study, key)
+        if not n:
+            return None, f"does not sweep {key}"
+        return bool(rho > 0 and p < 0.05), f"{key.split('.')[-1]}: Spearman {rho:.2f} (p = {p:.2g}, {n} models); " \
+                                           f"mono/feat {_per_point(study)}"
+
+    return _each(result, studies, ["RP1", "LR5", "D1"], judge)
+
+
+# --- beyond the paper: interventions (the paper's discussion; Wang et al. 2023) ------------------------------
+# Studies by name: NOISE and NOISE_TRICK sweep train.noise_std, LASSO sweeps train.l1 × train.l1_out,
+# INHIBIT sweeps train.inhibit (params.yaml). A study that is absent leaves its claim untested.
 
 @check
 def noise_bias_tracks_sigma(studies: Studies) -> dict:
@@ -145,7 +295,7 @@ def noise_bias_tracks_sigma(studies: Studies) -> dict:
         return result | {"holds": None, "evidence": f"studies not run: {', '.join(names)}"}
     ok, parts = [], []
     for name in present:
-        rows = [r for r in _instances(studies[name]) if _num(r["bias_mean_live"])]
+        rows = [r for r in _swept(_instances(studies[name]), "train.noise_std") if _num(r["bias_mean_live"])]
         sigma = [_sweep_value(r, "train.noise_std") for r in rows]
         bias = [r["bias_mean_live"] for r in rows]
         if len(set(sigma)) < 2:
@@ -171,7 +321,7 @@ def noise_moves_poly_more(studies: Studies) -> dict:
     present = [n for n in names if n in studies]
     if not present:
         return result | {"holds": None, "evidence": f"studies not run: {', '.join(names)}"}
-    rows = [r for n in present for r in _instances(studies[n])
+    rows = [r for n in present for r in _swept(_instances(studies[n]), "train.noise_std")
             if _num(r["noise_change_mono"]) and _num(r["noise_change_poly"])]
     if len(rows) < 2:
         return result | {"holds": None, "evidence": "fewer than 2 noisy models with both classes"}
@@ -188,6 +338,7 @@ def _against_zero(rows: list[dict], key: str, match: tuple[str, ...] = ()) -> li
     the same seed and the same values of the `match` sweep keys."""
     def tag(r: dict) -> tuple:
         return (r["seed"], *(_sweep_value(r, k) for k in match))
+    rows = [r for r in _swept(rows, key) if all(f"sweep.{k}" in r for k in match)]
     control = {tag(r): r for r in rows if _sweep_value(r, key) == 0}
     return [(control[tag(r)], r) for r in rows if _sweep_value(r, key) > 0 and tag(r) in control]
 
@@ -231,6 +382,8 @@ def inhibition_lowers_monosemanticity(studies: Studies) -> dict:
         return miss
     out = _paired_mono(result, _against_zero(_instances(studies["INHIBIT"]), "train.inhibit"), "less",
                        ("plain", "inhibited"))
+    if out["holds"] is None:
+        return out
     scale = _by_point(studies["INHIBIT"], "mono_scale_mean")
     return out | {"evidence": out["evidence"] + "; mean monosemantic scale per point: "
                   + "; ".join(f"{pt} {_fmt(v)}" for pt, v in scale.items())}

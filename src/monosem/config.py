@@ -31,6 +31,11 @@ class World(_Strict):
     seed: int = Field(default=0, ge=0)
 
 
+class DataCfg(_Strict):
+    eps: float | None = Field(default=None, gt=0, le=1,
+                              description="feature density ε of this study's data; null: the world's")
+
+
 class ModelCfg(_Strict):
     neurons: int = Field(ge=1, description="k, the width of the hidden layer")
     activation: Literal["relu", "gelu", "solu"] = "relu"
@@ -61,34 +66,55 @@ class TrainCfg(_Strict):
 PER_INSTANCE = ("train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
                 "train.inhibit", "train.inhibit_frac")
 # Everything else that may be swept; instances that differ here form separate shape groups.
-SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "train.steps", "train.batch_size",
+SWEEPABLE = PER_INSTANCE + ("data.eps", "model.neurons", "model.activation", "train.steps", "train.batch_size",
                             "train.t_max", "train.log_points")
+
+
+def axis_keys(sweep_key: str) -> list[str]:
+    """A sweep key names one parameter, or several joined by commas that are swept together (zipped), each
+    value then being a list with one entry per parameter: `model.neurons,train.batch_size: [[16, 512], ...]`
+    keeps B·k fixed across a width sweep, as the paper does."""
+    return [k.strip() for k in sweep_key.split(",")]
+
+
+def _assignments(sweep_key: str, value: Any) -> dict[str, Any]:
+    keys = axis_keys(sweep_key)
+    if len(keys) == 1:
+        return {keys[0]: value}
+    if not isinstance(value, (list, tuple)) or len(value) != len(keys):
+        raise ValueError(f"a zipped sweep value must be a list of {len(keys)} values, one per key")
+    return dict(zip(keys, value))
 
 
 class Study(_Strict):
     """A set of models trained on one world: base settings, a sweep grid and seeds."""
 
     world: str
+    data: DataCfg = DataCfg()
     model: ModelCfg
     train: TrainCfg
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(min_length=1)
 
+    def axes(self) -> list[list[str]]:
+        """The swept parameters, one list per sweep axis (a zipped axis names several)."""
+        return [axis_keys(k) for k in self.sweep]
+
     def instances(self) -> list[Instance]:
-        """Expand the sweep grid (cartesian product over keys) times the seeds."""
-        keys = list(self.sweep)
+        """Expand the sweep grid (cartesian product over axes) times the seeds."""
         out = []
-        for values in itertools.product(*(self.sweep[k] for k in keys)):
-            point = dict(zip(keys, values))
-            model, train = _apply(self, point)
+        for values in itertools.product(*self.sweep.values()):
+            point = {k: v for key, value in zip(self.sweep, values) for k, v in _assignments(key, value).items()}
+            data, model, train = _apply(self, point)
             for seed in self.seeds:
-                out.append(Instance(point=point, seed=seed, model=model, train=train))
+                out.append(Instance(point=point, seed=seed, data=data, model=model, train=train))
         return out
 
 
 class Instance(_Strict):
     point: dict[str, Any]
     seed: int
+    data: DataCfg = DataCfg()
     model: ModelCfg
     train: TrainCfg
 
@@ -96,7 +122,7 @@ class Instance(_Strict):
     def group_key(self) -> tuple:
         """Instances that agree on everything but the per-instance knobs (PER_INSTANCE) train together."""
         m, t = self.model, self.train
-        return (m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
+        return (self.data.eps, m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
 
     @property
     def point_label(self) -> str:
@@ -108,17 +134,18 @@ class Instance(_Strict):
         return f"{self.point_label},seed={self.seed}"
 
     def flat_params(self) -> dict[str, Any]:
-        flat = {f"model.{k}": v for k, v in self.model.model_dump().items()}
+        flat = {f"data.{k}": v for k, v in self.data.model_dump().items()}
+        flat |= {f"model.{k}": v for k, v in self.model.model_dump().items()}
         flat |= {f"train.{k}": v for k, v in self.train.model_dump().items()}
         return flat | {"seed": self.seed}
 
 
-def _apply(study: Study, point: dict[str, Any]) -> tuple[ModelCfg, TrainCfg]:
-    model, train = study.model.model_dump(), study.train.model_dump()
+def _apply(study: Study, point: dict[str, Any]) -> tuple[DataCfg, ModelCfg, TrainCfg]:
+    sections = {"data": study.data.model_dump(), "model": study.model.model_dump(), "train": study.train.model_dump()}
     for key, value in point.items():
         section, name = key.split(".", 1)
-        (model if section == "model" else train)[name] = value
-    return ModelCfg(**model), TrainCfg(**train)
+        sections[section][name] = value
+    return DataCfg(**sections["data"]), ModelCfg(**sections["model"]), TrainCfg(**sections["train"])
 
 
 class Tracking(_Strict):
@@ -159,17 +186,22 @@ def _check_sweeps(params: Params) -> None:
         if study.world not in params.worlds:
             raise ParamsError(f"studies.{name}.world = {study.world!r}: no such world; "
                               f"allowed: {sorted(params.worlds)}")
+        swept = [k for key in study.sweep for k in axis_keys(key)]
         for key, values in study.sweep.items():
             where = f"studies.{name}.sweep.{key}"
-            if key not in SWEEPABLE:
-                raise ParamsError(f"{where}: cannot sweep {key!r}; allowed: {list(SWEEPABLE)}")
+            for k in axis_keys(key):
+                if k not in SWEEPABLE:
+                    raise ParamsError(f"{where}: cannot sweep {k!r}; allowed: {list(SWEEPABLE)}")
+                if swept.count(k) > 1:
+                    raise ParamsError(f"{where}: {k!r} is swept more than once")
             if not values:
                 raise ParamsError(f"{where} = []: a sweep needs at least one value")
             for i, value in enumerate(values):
                 try:
-                    _apply(study, {key: value})
-                except ValidationError as err:
-                    raise ParamsError(f"{where}[{i}] = {value!r}: {err.errors()[0]['msg']}") from None
+                    _apply(study, _assignments(key, value))
+                except ValueError as err:  # pydantic's ValidationError is a ValueError
+                    msg = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+                    raise ParamsError(f"{where}[{i}] = {value!r}: {msg}") from None
         if len(set(study.seeds)) != len(study.seeds):
             raise ParamsError(f"studies.{name}.seeds = {study.seeds}: seeds must be distinct")
         labels = [inst.label for inst in study.instances()]

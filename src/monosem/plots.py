@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from .artifacts import atomic_path  # noqa: E402
 from .interpret import feature_order, neuron_order  # noqa: E402
 
-LOG_SCALED = ("lr", "bias_decay", "l1")
+LOG_SCALED = ("lr", "bias_decay", "l1", "l1_out", "eps", "neurons", "inhibit")
 
 
 def _save(fig, path: str | Path) -> None:
@@ -119,7 +119,7 @@ def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str 
     x = points["x"].to_numpy()
     for ax in axes:
         if sweep_key.split(".")[-1] in LOG_SCALED and np.all(x > 0):
-            ax.set_xscale("log")
+            ax.set_xscale("log", base=2 if sweep_key in ("model.neurons", "data.eps") else 10)
         if sweep_key == "model.neurons":
             ax.axvline(n_features, color="r", lw=1)
     if series.notna().any():
@@ -187,10 +187,11 @@ def spectrum_plot(sv_full: np.ndarray, sv_poly: np.ndarray, r2: np.ndarray, d_em
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for sv, label in ((sv_full, "W2·W1·P (all neurons)"), (sv_poly, "polysemantic block")):
         if len(sv) and sv[0] > 0:
-            a.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv / sv[0], 1e-8), ".-", ms=3, label=label)
+            # log10 on a linear axis: a log axis renders its tick labels with mathtext, 0.5 s per figure
+            a.plot(np.arange(1, len(sv) + 1), np.log10(np.maximum(sv / sv[0], 1e-8)), ".-", ms=3, label=label)
     a.axvline(d_embed, color="r", lw=1, ls="--", label=f"m = {d_embed}")
     a.set_xlabel("index")
-    a.set_ylabel("singular value / largest")
+    a.set_ylabel("log10(singular value / largest)")
     a.set_xlim(0, min(len(sv_full), 4 * d_embed) + 1)
     a.legend(fontsize=7)
     b.plot(np.arange(len(r2)), r2, "o-", ms=3)

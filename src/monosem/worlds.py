@@ -97,6 +97,16 @@ class WorldData:
         """The N single-feature probes x = P e_i at amplitude 1, shape (N, m)."""
         return self.P.T.contiguous()
 
+    def with_eps(self, eps: float | None) -> WorldData:
+        """The same world (embedders, distribution, task) at feature density ε: probabilities and a held-out
+        set drawn afresh from the world's seed and ε. None or the world's own ε returns the world itself."""
+        if eps is None or eps == self.cfg.eps:
+            return self
+        cfg = self.cfg.model_copy(update={"eps": eps})
+        probs = feature_probs(cfg.n_features, eps, cfg.distribution)
+        eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval", eps), signed=cfg.task == "abs")
+        return WorldData(cfg, self.P, self.Q, probs, eval_f)
+
     def to(self, device: torch.device | str) -> WorldData:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return WorldData(self.cfg, move(self.P), move(self.Q), move(self.probs), move(self.eval_f))
