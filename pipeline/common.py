@@ -41,11 +41,11 @@ def study_params(name: str) -> tuple[Params, str]:
     return params, name
 
 
-def groups(instances: list[Instance]) -> list[list[int]]:
-    """Indices of instances that train (or are measured) together, in order."""
+def groups(instances: list[Instance], by_density: bool = False) -> list[list[int]]:
+    """Indices of instances that train (or, split by feature density, are measured) together, in order."""
     out: dict[tuple, list[int]] = defaultdict(list)
     for i, inst in enumerate(instances):
-        out[inst.group_key].append(i)
+        out[inst.group_key + ((inst.data.eps,) if by_density else ())].append(i)
     return list(out.values())
 
 

@@ -42,7 +42,7 @@ def main(name: str) -> None:
     base_world = load_world(world_dir(manifest["world"]))
 
     rows = [None] * len(instances)
-    for members in groups(instances):
+    for members in groups(instances, by_density=True):  # each density has its own eval set
         world = base_world.with_eps(instances[members[0]].data.eps)
         eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
         model = ToyModels.from_states([states[i] for i in members], instances[members[0]].model.activation)

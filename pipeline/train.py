@@ -39,14 +39,13 @@ def main(name: str) -> None:
             group = [instances[i] for i in members]
             g0 = group[0]
             print(f"train@{name}: {len(group)} instances, k={g0.model.neurons} {g0.model.activation}, "
-                  f"{g0.train.steps} steps of batch {g0.train.batch_size}"
-                  + (f", eps={g0.data.eps:g}" if g0.data.eps else ""), flush=True)
+                  f"{g0.train.steps} steps of batch {g0.train.batch_size}", flush=True)
 
             def sink(steps, rows, members=members):
                 for j, i in enumerate(members):
                     tracker.log_curve_rows(ids[i], steps, [{k: float(r[k][j]) for k in CURVES} for r in rows])
 
-            module = ToyStudyModule(world.with_eps(g0.data.eps), group)
+            module = ToyStudyModule(world, group)
             fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)])
             act_var = module.act_m2 / (module.act_count - 1).clamp(min=1)
             for j, i in enumerate(members):

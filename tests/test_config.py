@@ -97,7 +97,8 @@ def test_zipped_sweep_moves_its_keys_together_and_crosses_the_other_axes():
     assert [(i.model.neurons, i.train.batch_size, i.data.eps) for i in insts[::2]] == [
         (16, 64, 0.1), (16, 64, 0.2), (32, 32, 0.1), (32, 32, 0.2)]
     assert insts[0].point_label == "neurons=16,batch_size=64,eps=0.1"
-    assert insts[0].group_key != insts[2].group_key  # another ε draws other data: another module
+    assert insts[0].group_key == insts[2].group_key  # densities train side by side in one module
+    assert insts[0].group_key != insts[4].group_key  # another width is another module
     assert insts[0].flat_params()["data.eps"] == 0.1
 
 

@@ -7,7 +7,7 @@ import torch
 import torch_optimizer
 from torch import nn
 
-from monosem.config import Instance, ModelCfg, TrainCfg, World
+from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World
 from monosem.lit import ToyStudyModule, fit, log_steps
 from monosem.models import ToyModels, l1_penalty, task_loss
 from monosem.optim import BatchedLamb, cosine_factor, decay_bias
@@ -132,6 +132,20 @@ def test_batched_training_equals_separate_runs():
         for name in ("W1", "b1", "W2"):
             torch.testing.assert_close(getattr(together.model, name)[i], getattr(alone.model, name)[0], rtol=1e-5, atol=1e-6)
         assert torch.allclose(together.curves.values["loss"][-1][i], alone.curves.values["loss"][-1][0], rtol=1e-5)
+
+
+def test_instances_at_other_densities_train_together_exactly_as_alone():
+    world = generate_world(WORLD)
+    base = instance()
+    insts = [base.model_copy(update={"seed": s, "data": DataCfg(eps=e)}) for e in (None, 0.05, 0.5) for s in (0, 1)]
+    together = batched_run(world, insts)
+    for i, inst in enumerate(insts):
+        alone = batched_run(world, [inst])
+        ref = reference_run(world.with_eps(inst.data.eps), inst, inst.train.steps)
+        for name in ("W1", "b1", "W2"):
+            torch.testing.assert_close(getattr(together.model, name)[i], getattr(alone.model, name)[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(getattr(alone.model, name)[0].detach(), ref[name], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(together.model.W1[0], together.model.W1[2])  # the density mattered
 
 
 def test_bias_decay_only_in_first_half():

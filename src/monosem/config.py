@@ -63,10 +63,10 @@ class TrainCfg(_Strict):
 
 
 # Parameters that may differ between instances trained side by side in one batched module.
-PER_INSTANCE = ("train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
+PER_INSTANCE = ("data.eps", "train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
                 "train.inhibit", "train.inhibit_frac")
 # Everything else that may be swept; instances that differ here form separate shape groups.
-SWEEPABLE = PER_INSTANCE + ("data.eps", "model.neurons", "model.activation", "train.steps", "train.batch_size",
+SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "train.steps", "train.batch_size",
                             "train.t_max", "train.log_points")
 
 
@@ -120,9 +120,10 @@ class Instance(_Strict):
 
     @property
     def group_key(self) -> tuple:
-        """Instances that agree on everything but the per-instance knobs (PER_INSTANCE) train together."""
+        """Instances that agree on everything but the per-instance knobs (PER_INSTANCE, and the feature
+        density, drawn per instance from shared streams) train together."""
         m, t = self.model, self.train
-        return (self.data.eps, m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
+        return (m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
 
     @property
     def point_label(self) -> str:

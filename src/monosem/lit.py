@@ -1,8 +1,9 @@
 """Lightning: a whole study's instances of one shape trained as one batched module.
 
-Instances are ordered (sweep point, seed) with the seed fastest, so the per-seed data streams
-broadcast to instances with a view. Instances with the same seed see the same samples (common random
-numbers), exactly as each would if trained alone.
+Instances are ordered (sweep point, seed) with the seed fastest. Data come from one stream per seed;
+instances with the same seed see the same samples (common random numbers), at their own feature density
+if the study sweeps it (same values and uniforms, their own Bernoulli masks), exactly as each would if
+trained alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .interventions import inhibition_penalty, moving_threshold, phi
 from .metrics import count_mono, single_feature_activations
 from .models import ToyModels, l1_penalty, task_loss
 from .optim import BatchedLamb, cosine_factor, decay_bias
-from .worlds import WorldData, derive_seed
+from .worlds import WorldData, derive_seed, sample_features
 
 CURVES = ("loss", "mono_per_feature", "mean_bias")
 STEPS_PER_BATCH = 16
@@ -40,19 +41,22 @@ def log_steps(steps: int, points: int) -> list[int]:
 
 
 class FeatureStream:
-    """Fresh samples every step from one seeded generator per seed, on the training device."""
+    """Fresh samples every step from one seeded generator per seed, on the training device, at each of the
+    feature densities given as rows of `probs` (dens, N)."""
 
-    def __init__(self, world: WorldData, seeds: list[int], batch_size: int):
-        self.world, self.seeds, self.batch_size = world, seeds, batch_size
+    def __init__(self, world: WorldData, probs: Tensor, seeds: list[int], batch_size: int):
+        self.world, self.probs, self.seeds, self.batch_size = world, probs, seeds, batch_size
         self.gens: list[torch.Generator] = []
 
     def reset(self, device: torch.device) -> None:
+        self.probs = self.probs.to(device)
         self.gens = [torch.Generator(device).manual_seed(derive_seed(self.world.cfg.seed, s, "data")) for s in self.seeds]
         self.noise_gens = [torch.Generator(device).manual_seed(derive_seed(self.world.cfg.seed, s, "noise"))
                            for s in self.seeds]
 
     def next(self) -> Tensor:
-        return torch.stack([self.world.sample(self.batch_size, g) for g in self.gens])  # (seed, batch, N)
+        signed = self.world.cfg.task == "abs"
+        return torch.stack([sample_features(self.probs, self.batch_size, g, signed) for g in self.gens])  # (seed, dens, batch, N)
 
     def noise(self, shape: torch.Size) -> Tensor:
         """Standard normal input noise, (seed, batch, m), from streams separate from the data's, so an
@@ -76,8 +80,6 @@ class ToyStudyModule(L.LightningModule):
         assert len(keys) == 1, "one module trains instances of one shape"
         self.instances = instances
         self.seeds = list(dict.fromkeys(i.seed for i in instances))
-        n_seeds = len(self.seeds)
-        assert [i.seed for i in instances] == self.seeds * (len(instances) // n_seeds), "order (point, seed)"
         cfg0 = instances[0]
         self.steps, self.t_max = cfg0.train.steps, cfg0.train.t_max
         self.world = world
@@ -104,7 +106,11 @@ class ToyStudyModule(L.LightningModule):
         self.register_buffer("act_mean", torch.zeros(len(instances), k, dtype=torch.float64))
         self.register_buffer("act_m2", torch.zeros(len(instances), k, dtype=torch.float64))
         self.register_buffer("diverged_at", torch.full((len(instances),), -1))
-        self.stream = FeatureStream(world, self.seeds, cfg0.train.batch_size)
+        densities = list(dict.fromkeys(i.data.eps for i in instances))  # None: the world's own
+        self.register_buffer("seed_idx", torch.tensor([self.seeds.index(i.seed) for i in instances]))
+        self.register_buffer("dens_idx", torch.tensor([densities.index(i.data.eps) for i in instances]))
+        probs = torch.stack([world.with_eps(e).probs for e in densities])
+        self.stream = FeatureStream(world, probs, self.seeds, cfg0.train.batch_size)
         self.record_at = set(log_steps(self.steps, cfg0.train.log_points))
         self.curves = Curves()
         self.automatic_optimization = False
@@ -141,17 +147,15 @@ class ToyStudyModule(L.LightningModule):
 
     def loss(self, step: int) -> tuple[Tensor, Tensor]:
         """Draw a batch and return (total loss summed over instances, task loss per instance)."""
-        n_inst, n_seeds = self.model.n_inst, len(self.seeds)
-        f = self.stream.next()  # (seed, batch, N)
-        x = self.world.inputs(f)  # (seed, batch, m)
-        x = x.expand(n_inst // n_seeds, *x.shape).reshape(n_inst, *x.shape[1:])  # (inst, batch, m)
+        f = self.stream.next()[self.seed_idx, self.dens_idx]  # (inst, batch, N)
+        x = self.world.inputs(f)  # (inst, batch, m)
         if self.use_noise:  # train-time input noise: one stream per seed, scaled per instance
-            x = x + self.noise_std[:, None, None] * self.stream.noise(x.shape).repeat(n_inst // n_seeds, 1, 1)
+            x = x + self.noise_std[:, None, None] * self.stream.noise(x.shape)[self.seed_idx]
         h, y = self.model(x)
         inhibition = self._inhibition(h) if self.use_inhibit and self.act_count > 1 else None
         if self.use_inhibit or step % TRACK_EVERY == 0:
             self._track_activations(h.detach())
-        loss = task = task_loss(y.view(n_inst // n_seeds, n_seeds, *y.shape[1:]), self.world.targets(f)).flatten()
+        loss = task = task_loss(y, self.world.targets(f))
         if self.use_l1:
             loss = loss + self.l1 * l1_penalty(h)
         if self.use_l1_out:  # the "lasso" of the paper's discussion: L1 on the outputs as well
