@@ -1,8 +1,6 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
 import csv
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 import torch
@@ -40,37 +38,36 @@ def main(name: str) -> None:
     tracker = Tracker(params.tracking.experiment)
     eval_x = {}  # per feature density (a study may sweep data.eps)
     summaries, logged = {}, []
-    # Drawing the per-model figures costs ten times the analysis: two worker processes draw them while the
-    # main one analyses (spawned: forking after torch has started its threads can deadlock the workers).
-    drawn = []
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for inst, entry, state in zip(instances, manifest["instances"], states):
-            if entry["diverged_at"] is not None:  # non-finite weights: nothing to analyse, nothing to draw
-                summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
-                sfas.append(None)
-                continue
-            if inst.data.eps not in eval_x:
-                at_eps = world.with_eps(inst.data.eps)
-                eval_x[inst.data.eps] = at_eps.inputs(at_eps.eval_f)
-            res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
-                          world.cfg.task, eval_x[inst.data.eps], world.Q)
-            sfa = res["sfa"]
-            sfas.append(sfa)
-            summaries[inst.label] = res["summary"]
-            title = f"{name} {inst.label}"
-            paths = {"table": out / "neurons" / f"{inst.label}.csv", "figure": out / "instances" / f"{inst.label}.png",
-                     "decomposition": out / "decomposition" / f"{inst.label}.png",
-                     "spectrum": out / "spectrum" / f"{inst.label}.png", "summary": out / "summaries" / f"{inst.label}.json"}
-            write_csv(paths["table"], res["rows"])
-            write_json(paths["summary"], res["summary"])
-            drawn += [pool.submit(plots.instance_figure, title, sfa.numpy(), state["b1"].numpy(), n, paths["figure"]),
-                      pool.submit(plots.decomposition_plot, res["amplitudes"].numpy(),
-                                  {k: v.numpy() for k, v in res["decomposition"].items()}, title, paths["decomposition"]),
-                      pool.submit(plots.spectrum_plot, res["sv_full"].numpy(), res["sv_poly"].numpy(), res["r2"].numpy(),
-                                  world.cfg.d_embed, title, paths["spectrum"])]
-            logged.append((entry["run_id"], paths, res["summary"], inst.train.steps))
-        for job in drawn:
-            job.result()  # a failed drawing fails the stage here
+    # Drawing the per-model figures costs ten times the analysis: they are drawn for the first seed of each
+    # sweep point; tables and summaries for every model. (Worker processes did not pay: a spawned worker's
+    # imports cost more than the drawing, and forking after torch has started its threads can deadlock.)
+    for inst, entry, state in zip(instances, manifest["instances"], states):
+        if entry["diverged_at"] is not None:  # non-finite weights: nothing to analyse, nothing to draw
+            summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
+            sfas.append(None)
+            continue
+        if inst.data.eps not in eval_x:
+            at_eps = world.with_eps(inst.data.eps)
+            eval_x[inst.data.eps] = at_eps.inputs(at_eps.eval_f)
+        res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
+                      world.cfg.task, eval_x[inst.data.eps], world.Q)
+        sfa = res["sfa"]
+        sfas.append(sfa)
+        summaries[inst.label] = res["summary"]
+        title = f"{name} {inst.label}"
+        paths = {"table": out / "neurons" / f"{inst.label}.csv", "summary": out / "summaries" / f"{inst.label}.json"}
+        write_csv(paths["table"], res["rows"])
+        write_json(paths["summary"], res["summary"])
+        if inst.seed == study.seeds[0]:
+            paths |= {kind: out / folder / f"{inst.label}.png"
+                      for kind, folder in (("figure", "instances"), ("decomposition", "decomposition"),
+                                           ("spectrum", "spectrum"))}
+            plots.instance_figure(title, sfa.numpy(), state["b1"].numpy(), n, paths["figure"])
+            plots.decomposition_plot(res["amplitudes"].numpy(), {k: v.numpy() for k, v in res["decomposition"].items()},
+                                     title, paths["decomposition"])
+            plots.spectrum_plot(res["sv_full"].numpy(), res["sv_poly"].numpy(), res["r2"].numpy(),
+                                world.cfg.d_embed, title, paths["spectrum"])
+        logged.append((entry["run_id"], paths, res["summary"], inst.train.steps))
     for run_id, paths, summary, steps in logged:
         for kind, path in paths.items():  # figures share a file name (the label): one folder per kind
             tracker.log_artifact(run_id, path, f"interp/{kind}")

@@ -216,9 +216,9 @@ def main() -> None:
         interp[name] = read_json(result_dir(name) / "interp" / "summary.json")
         analysed = [label for label, summary in interp[name].items() if "diverged_at" not in summary]
         mech_figures[name] = []
-        # Shown: the first trained seed of the last sweep point that trained (instances are point-major).
-        point_of = {label: row["point"] for label, row in studies[name]["instances"].items()}
-        shown = next(lb for lb in analysed if point_of[lb] == point_of[analysed[-1]]) if analysed else None
+        # Shown: the last sweep point with drawn figures (the first seed of each point that trained is drawn).
+        drawn = [lb for lb in analysed if (result_dir(name) / "interp" / "decomposition" / f"{lb}.png").exists()]
+        shown = drawn[-1] if drawn else None
         for kind in ("decomposition", "spectrum") if shown else ():
             target = f"{name}-{kind}.png"
             shutil.copyfile(result_dir(name) / "interp" / kind / f"{shown}.png", REPORTS / "figures" / target)

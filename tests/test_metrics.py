@@ -75,6 +75,19 @@ def test_monosemantic_scale_is_phi_quantile_against_training_stats():
     assert spearman(torch.tensor([1.0, 2, 3]), torch.tensor([10.0, 30, 20])) == pytest.approx(0.5)
 
 
+def test_spearman_uses_average_ranks_for_ties_as_scipy():
+    from scipy.stats import spearmanr
+
+    from monosem.metrics import average_ranks, spearman
+
+    a, b = torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 4])
+    assert average_ranks(a).tolist() == [1, 2.5, 2.5, 4]
+    # ranks (1, 2.5, 2.5, 4) and (1, 3, 2, 4): covariance 4.5 over sqrt(4.5 · 5)
+    assert spearman(a, b) == pytest.approx(0.9 ** 0.5)
+    x, y = torch.randint(0, 5, (200,)).float(), torch.randint(0, 7, (200,)).float()
+    assert spearman(x, y) == pytest.approx(spearmanr(x.numpy(), y.numpy()).statistic, abs=1e-12)
+
+
 def test_welford_tracking_matches_mean_and_variance_of_all_training_activations():
     from monosem.config import Instance, ModelCfg, TrainCfg, World
     from monosem.lit import ToyStudyModule

@@ -71,7 +71,7 @@ def test_repro_produces_every_output(repo):
             assert (repo / f"results/{study}/interp/{fig}").stat().st_size > 10_000
         assert len(list((repo / f"results/{study}/interp/neurons").glob("*.csv"))) == 4
     for kind in ("decomposition", "spectrum", "instances"):
-        assert len(list((repo / f"results/LR3/interp/{kind}").glob("*.png"))) == 4
+        assert len(list((repo / f"results/LR3/interp/{kind}").glob("*.png"))) == 2  # first seed of each point
     summary = json.loads((repo / "results/LR5/interp/summary.json").read_text())
     assert len(summary) == 2 and all("abs_features_pair" in s and "poly_r2_rank_m" in s for s in summary.values())
     claims = json.loads((repo / "reports/claims.json").read_text())

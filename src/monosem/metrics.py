@@ -116,12 +116,18 @@ def monosemantic_scale(h: Tensor, mean: Tensor, var: Tensor, q: float = 0.99) ->
 
 
 def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation of two 1-D tensors (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
+    """Spearman rank correlation of two 1-D tensors (average ranks for ties), as scipy.stats.spearmanr."""
     if a.std() == 0 or b.std() == 0:
         return float("nan")
-    return float(spearmanr(a.numpy(), b.numpy()).statistic)
+    ra, rb = average_ranks(a), average_ranks(b)
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def average_ranks(x: Tensor) -> Tensor:
+    """Ranks 1..n of a 1-D tensor, tied values sharing the mean of their ranks (scipy's rankdata default)."""
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)  # unique values sorted
+    last = counts.cumsum(0).double()  # rank of each value's last occurrence
+    return (last - (counts - 1) / 2)[inverse]
 
 
 @torch.no_grad()
