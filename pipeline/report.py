@@ -4,6 +4,8 @@ import math
 import shutil
 import statistics
 
+import pandas as pd
+
 from common import REPORTS, model_dir, result_dir, run
 
 from monosem.artifacts import read_json, write_json, write_text
@@ -174,6 +176,17 @@ def studies_table(params) -> list[str]:
     return rows
 
 
+def training_peaks(curves: pd.DataFrame) -> dict[str, str]:
+    """Per sweep point: the highest seed-mean #mono/#features during training and the step it was reached,
+    e.g. "0.141 @ 2^8" (monosemantic neurons can appear while the biases are decayed and vanish later)."""
+    mean = curves.groupby(["point", "step"], sort=False)["mono_per_feature"].mean()
+    out = {}
+    for point, series in mean.groupby(level="point", sort=False):
+        step = series.idxmax()[1]
+        out[point] = f"{series.max():.3f} @ 2^{math.log2(step):.0f}"
+    return out
+
+
 def study_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
     noisy = any(s.get("noise_change_poly") is not None for s in metrics["points"].values())  # NaN is null in JSON
     columns = COLUMNS + (NOISE_COLUMNS if noisy else [])
@@ -185,11 +198,13 @@ def study_section(name: str, study, metrics: dict, manifest: dict, figures: list
                        if getattr(study.train, k)) + "; "
              f"sweep {dict(study.sweep) or 'none'}; seeds {study.seeds}. "
              f"Trained in {manifest['train_seconds']:.0f} s. Mean ± std over seeds.", "",
-             "| point | seeds | " + " | ".join(c[1] for c in columns) + " |",
-             "|---" * (len(columns) + 2) + "|"]
+             "| point | seeds | " + " | ".join(c[1] for c in columns) + " | peak #mono/#features in training |",
+             "|---" * (len(columns) + 3) + "|"]
+    peaks = training_peaks(pd.read_csv(model_dir(name) / "curves.csv"))
     for point, stats in metrics["points"].items():
         seeds = f"{stats['seeds']}" + (f" ({stats['diverged']} diverged)" if stats["diverged"] else "")
-        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns) + " |")
+        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns)
+                     + f" | {peaks.get(point, '–')} |")
     lines.append("")
     lines += [f"![{name} {fig}](figures/{name}-{fig})" for fig in figures]
     return "\n".join(lines) + "\n"

@@ -98,6 +98,7 @@ def test_repro_produces_every_output(repo):
     assert (repo / "results/K1/interp/mono_sweep.png").exists()
     assert next(c for c in claims if c["id"] == "width_raises_mono")["evidence"].startswith("K1: Spearman")
     assert "| K1 | decoder | relu | uniform | Var | Var |" in report  # the study table names what is swept
+    assert "peak #mono/#features in training |" in report and " @ 2^" in report
     shown = sh("dvc metrics show --json", repo).stdout
     assert "mono_per_feature" in shown
 
