@@ -37,7 +37,7 @@ def main(name: str) -> None:
     sfas = []
     tracker = Tracker(params.tracking.experiment)
     eval_x = {}  # per feature density (a study may sweep data.eps)
-    summaries, logged = {}, []
+    summaries = {}
     # Drawing the per-model figures costs ten times the analysis: they are drawn for the first seed of each
     # sweep point; tables and summaries for every model. (Worker processes did not pay: a spawned worker's
     # imports cost more than the drawing, and forking after torch has started its threads can deadlock.)
@@ -67,12 +67,10 @@ def main(name: str) -> None:
                                      title, paths["decomposition"])
             plots.spectrum_plot(res["sv_full"].numpy(), res["sv_poly"].numpy(), res["r2"].numpy(),
                                 world.cfg.d_embed, title, paths["spectrum"])
-        logged.append((entry["run_id"], paths, res["summary"], inst.train.steps))
-    for run_id, paths, summary, steps in logged:
         for kind, path in paths.items():  # figures share a file name (the label): one folder per kind
-            tracker.log_artifact(run_id, path, f"interp/{kind}")
-        tracker.log_metrics(run_id, {f"interp.{k}": v for k, v in summary.items()
-                                     if isinstance(v, (int, float)) and v == v}, step=steps)
+            tracker.log_artifact(entry["run_id"], path, f"interp/{kind}")
+        tracker.log_metrics(entry["run_id"], {f"interp.{k}": v for k, v in res["summary"].items()
+                                              if isinstance(v, (int, float)) and v == v}, step=inst.train.steps)
     write_json(out / "summary.json", summaries)
 
     # Study figures: the paper's plot types. With several swept keys, curves are coloured by sweep point

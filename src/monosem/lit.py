@@ -23,7 +23,7 @@ from .interventions import inhibition_penalty, moving_threshold, phi
 from .metrics import count_mono, single_feature_activations
 from .models import ToyModels, l1_penalty, task_loss
 from .optim import BatchedLamb, cosine_factor, decay_bias
-from .worlds import WorldData, derive_seed, sample_features
+from .worlds import WorldData, derive_seed
 
 CURVES = ("loss", "mono_per_feature", "mean_bias")
 STEPS_PER_BATCH = 16
@@ -55,8 +55,7 @@ class FeatureStream:
                            for s in self.seeds]
 
     def next(self) -> Tensor:
-        signed = self.world.cfg.task == "abs"
-        return torch.stack([sample_features(self.probs, self.batch_size, g, signed) for g in self.gens])  # (seed, dens, batch, N)
+        return torch.stack([self.world.sample(self.batch_size, g, self.probs) for g in self.gens])  # (seed, dens, batch, N)
 
     def noise(self, shape: torch.Size) -> Tensor:
         """Standard normal input noise, (seed, batch, m), from streams separate from the data's, so an

@@ -81,8 +81,9 @@ class WorldData:
     def d_out(self) -> int:
         return self.cfg.d_embed if self.cfg.task == "reprojector" else self.cfg.n_features
 
-    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
-        return sample_features(self.probs, batch, gen, signed=self.cfg.task == "abs")
+    def sample(self, batch: int, gen: torch.Generator, probs: Tensor | None = None) -> Tensor:
+        """A batch at the world's feature probabilities, or at each row of `probs` (see sample_features)."""
+        return sample_features(self.probs if probs is None else probs, batch, gen, signed=self.cfg.task == "abs")
 
     def inputs(self, f: Tensor) -> Tensor:
         return f @ self.P.T  # (..., m)
