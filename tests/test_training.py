@@ -187,6 +187,10 @@ def test_inhibition_penalises_log_deviation_of_the_selected_spikes():
     assert moving_threshold(scores, torch.tensor([0.25]), torch.tensor([2.0])).item() == pytest.approx(2.2)
     pen = inhibition_penalty(h, mean, scores, tau)
     assert pen.item() == pytest.approx(math.log(4.0) / 2)  # log((2 − 0)²) over a batch of 2
+    # Per instance: the ceil(frac·n)-th largest score, at each instance's own fraction (ties kept).
+    two = torch.tensor([[[5.0, 1.0], [3.0, 3.0]], [[0.0, 7.0], [2.0, 6.0]]])
+    taus = moving_threshold(two, torch.tensor([0.5, 0.7]), torch.tensor([float("nan")] * 2))
+    assert taus.tolist() == [3.0, 2.0]  # instance 0: 2nd of 5,3,3,1; instance 1: 3rd of 7,6,2,0
 
 
 def test_inhibition_trains_batched_like_alone_and_changes_the_model():

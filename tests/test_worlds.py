@@ -32,6 +32,19 @@ def test_uniform_density_and_values_in_unit_interval():
     assert (f > 0).float().mean().item() == pytest.approx(0.05, rel=0.03)
 
 
+def test_active_values_are_uniform_at_every_density_including_the_clipped_and_empty_ones():
+    from scipy.stats import kstest
+
+    probs = torch.tensor([0.0, 0.05, 0.5, 1.0])  # 0: never present; 1: the power law's clipped feature 1
+    f = sample_features(probs, 40000, torch.Generator().manual_seed(3))
+    assert torch.isfinite(f).all() and (f[:, 0] == 0).all() and (f[:, 3] > 0).all()
+    for i in (1, 2, 3):
+        active = f[:, i][f[:, i] > 0].double().numpy()
+        p = probs[i].item()
+        assert abs(active.size - 40000 * p) <= 4 * (40000 * p * (1 - p)) ** 0.5 + 1  # binomial, 4 sd
+        assert kstest(active, "uniform").pvalue > 1e-3, i
+
+
 def test_abs_task_draws_signed_features_at_half_density_each():
     f = sample_features(torch.full((100,), 0.1), 20000, torch.Generator().manual_seed(2), signed=True)
     assert (f < 0).float().mean().item() == pytest.approx(0.05, rel=0.05)

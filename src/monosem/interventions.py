@@ -9,8 +9,6 @@ tiny S² destabilised gradients (L2E). Minimising it pulls monosemantic spikes t
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -25,8 +23,9 @@ def moving_threshold(scores: Tensor, frac: Tensor, tau: Tensor, momentum: float 
     """EMA of each instance's threshold for its batch's top `frac` of φ (the ceil(frac·n)-th largest score),
     O(1) state per instance; a NaN tau (first batch) takes the batch value."""
     flat = scores.flatten(1)
-    n = flat.shape[1]
-    q = torch.stack([flat[i].kthvalue(n - max(1, math.ceil(float(frac[i]) * n)) + 1).values for i in range(len(flat))])
+    ks = (frac.double() * flat.shape[1]).ceil().long().clamp(min=1)  # (inst,)
+    # One partial sort for all instances (a kthvalue per instance cost 2.5 ms of a 4.7 ms step).
+    q = flat.topk(int(ks.max()), dim=1).values.gather(1, (ks - 1)[:, None]).squeeze(1)
     return torch.where(torch.isnan(tau), q, momentum * tau + (1 - momentum) * q)
 
 

@@ -54,7 +54,7 @@ def feature_probs(n_features: int, eps: float, distribution: str) -> Tensor:
 def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: bool = False) -> Tensor:
     """f = U[0,1) values times Bernoulli(p_i) masks, shape (..., batch, N) for probs of shape (..., N).
 
-    Several rows of probabilities (densities) share one draw of values and uniforms, so each row's
+    Several rows of probabilities (densities) share one draw of uniforms, so each row's
     samples are exactly those a run at that density alone would draw from the same generator.
     Signed (abs task): f = v1 − v2 with v1, v2 each drawn at p/2, as the authors' code ("cut eps in
     half to make this equivalent density").
@@ -62,9 +62,12 @@ def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: boo
     if signed:
         half = probs / 2
         return sample_features(half, batch, gen) - sample_features(half, batch, gen)
-    values = torch.rand(batch, probs.shape[-1], generator=gen, device=probs.device)
-    mask = torch.rand(batch, probs.shape[-1], generator=gen, device=probs.device) < probs.unsqueeze(-2)
-    return values * mask
+    # One uniform u per (sample, feature) gives both: present iff u < p, and then u/p ~ U[0,1) (the same
+    # distribution as the paper's separate value and mask draws, at half the random numbers: drawing them
+    # was 45% of a step at batch 1024).
+    u = torch.rand(batch, probs.shape[-1], generator=gen, device=probs.device)
+    p = probs.unsqueeze(-2)
+    return torch.where(u < p, u / p, 0.0)
 
 
 @dataclass
