@@ -28,8 +28,9 @@ ifneq ($(PROFILE),)
 endif
 	dvc repro
 
+# Two workers, a test file each at a time: the end-to-end files are mostly stage start-up, one core each.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py

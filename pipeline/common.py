@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from monosem.artifacts import load_tensors, read_json  # noqa: E402
 from monosem.config import Instance, Params, load_params  # noqa: E402
 from monosem.errors import ArtifactError, MonosemError, ParamsError  # noqa: E402
+from monosem.worlds import WorldData  # noqa: E402
 
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
 
@@ -54,15 +55,23 @@ def load_manifest(study: str) -> tuple[dict, list[Instance]]:
     return manifest, [Instance(**row["instance"]) for row in manifest["instances"]]
 
 
-def load_states(study: str, manifest: dict) -> list[dict[str, torch.Tensor]]:
-    tensors = load_tensors(model_dir(study) / "weights.safetensors")
+def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, torch.Tensor]]:
+    """Each instance's tensors, refused unless each has the shape its instance and world imply."""
+    path = model_dir(study) / "weights.safetensors"
+    tensors = load_tensors(path)
     states = []
     for row in manifest["instances"]:
-        label = row["label"]
-        try:
-            states.append({k: tensors[f"{label}/{k}"] for k in ("W1", "b1", "W2", "act_mean", "act_var")})
-        except KeyError as err:
-            raise ArtifactError(f"{model_dir(study) / 'weights.safetensors'}: no tensor {err} for {label}") from None
+        label, k = row["label"], row["instance"]["model"]["neurons"]
+        shapes = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k), "act_mean": (k,), "act_var": (k,)}
+        state = {}
+        for name, shape in shapes.items():
+            t = tensors.get(f"{label}/{name}")
+            if t is None:
+                raise ArtifactError(f"{path}: no tensor '{label}/{name}'")
+            if tuple(t.shape) != shape:
+                raise ArtifactError(f"{path}: tensor '{label}/{name}' has shape {tuple(t.shape)}, expected {shape}")
+            state[name] = t
+        states.append(state)
     return states
 
 

@@ -27,15 +27,15 @@ def _show(value) -> str:
 def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
+    tracker = Tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
     manifest, instances = load_manifest(name)
-    states = load_states(name, manifest)
     world = load_world(world_dir(manifest["world"]))
+    states = load_states(name, manifest, world)
     metrics = read_json(result_dir(name) / "metrics.json")
     out = result_dir(name) / "interp"
     n = world.cfg.n_features
 
     sfas = []
-    tracker = Tracker(params.tracking.experiment)
     eval_x = {}  # per feature density (a study may sweep data.eps)
     summaries = {}
     # Drawing the per-model figures costs ten times the analysis: they are drawn for the first seed of each

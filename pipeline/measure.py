@@ -37,9 +37,10 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def main(name: str) -> None:
     params, _ = study_params(name)
+    tracker = Tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
     manifest, instances = load_manifest(name)
-    states = load_states(name, manifest)
     base_world = load_world(world_dir(manifest["world"]))
+    states = load_states(name, manifest, base_world)
 
     rows = [None] * len(instances)
     for members in groups(instances, by_density=True):  # each density has its own eval set
@@ -73,7 +74,6 @@ def main(name: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
 
-    tracker = Tracker(params.tracking.experiment)
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):
         numeric = {f"final.{k}": v for k, v in row.items()

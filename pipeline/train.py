@@ -1,15 +1,43 @@
 """train@<study>: every sweep point × seed of a study, batched by shape, one MLflow run per instance."""
 
 import csv
+import hashlib
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from common import groups, model_dir, run, study_params, world_dir
 
-from monosem.artifacts import atomic_path, load_world, save_tensors, write_json
-from monosem.lit import CURVES, CurveSink, ToyStudyModule, fit
+import monosem
+from monosem.artifacts import atomic_path, load_tensors, load_world, read_metadata, save_tensors, write_json
+from monosem.lit import CURVES, Checkpointer, CurveSink, ToyStudyModule, fit
 from monosem.tracking import Tracker, input_hash, lineage_tags
+
+
+def code_hash() -> str:
+    """The library's source: a checkpoint resumes only under the code that wrote it."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(monosem.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def checkpoints(name: str, keys: list[str], resume: bool) -> dict[int, tuple]:
+    """Per group, the checkpoint to continue from: only when asked, and only one made by the same world,
+    instances and code (anything else is reported and ignored)."""
+    found = {}
+    for gi, key in enumerate(keys):
+        path = model_dir(name) / "checkpoint" / f"group{gi}.safetensors"
+        if not (resume and path.exists()):
+            continue
+        meta = json.loads(read_metadata(path).get("monosem", "{}"))
+        if meta.get("key") != key:
+            print(f"train@{name}: {path} was made by other params or code: not resumed", flush=True)
+            continue
+        found[gi] = (load_tensors(path), meta)
+    return found
 
 
 def main(name: str) -> None:
@@ -21,21 +49,29 @@ def main(name: str) -> None:
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
     world_params = {f"world.{k}": v for k, v in world.cfg.model_dump().items()} | {"world.name": study.world}
 
+    every = params.runtime.checkpoint_every
+    code = code_hash()
+    keys = [input_hash(world.cfg.model_dump(), [instances[i].model_dump() for i in members], code)
+            for members in groups(instances)]
+    resumed = checkpoints(name, keys, params.runtime.resume)
+    resumed_at = {i: meta["step"] for gi, (_, meta) in resumed.items() for i in groups(instances)[gi]}
+
     parent = tracker.start(f"train@{name}", world_params | {"study": study.model_dump_json()}, tags)
     run_ids = [parent]
     with tracker.closing(run_ids):
-        for inst in instances:
+        for i, inst in enumerate(instances):
             run_ids.append(tracker.start(
                 f"{name}/{inst.label}",
                 world_params | inst.flat_params() | {f"sweep.{k}": v for k, v in inst.point.items()},
                 tags | {"monosem.label": inst.label, "monosem.point": inst.point_label, "monosem.seed": str(inst.seed),
-                        "monosem.input_hash": input_hash(world.cfg.model_dump(), inst.model_dump())},
+                        "monosem.input_hash": input_hash(world.cfg.model_dump(), inst.model_dump())}
+                | ({"monosem.resumed_at_step": str(resumed_at[i])} if i in resumed_at else {}),
                 parent=parent))
         ids = run_ids[1:]
 
         states, curves, diverged = [None] * len(instances), [], {}
         start = time.perf_counter()
-        for members in groups(instances):
+        for gi, members in enumerate(groups(instances)):
             group = [instances[i] for i in members]
             g0 = group[0]
             print(f"train@{name}: {len(group)} instances, k={g0.model.neurons} {g0.model.activation}, "
@@ -45,8 +81,21 @@ def main(name: str) -> None:
                 for j, i in enumerate(members):
                     tracker.log_curve_rows(ids[i], steps, [{k: float(r[k][j]) for k in CURVES} for r in rows])
 
+            def save(step, tensors, meta, gi=gi):
+                save_tensors(model_dir(name) / "checkpoint" / f"group{gi}.safetensors", tensors,
+                             {"monosem": json.dumps(meta | {"key": keys[gi]})})
+
             module = ToyStudyModule(world, group)
-            fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)])
+            if gi in resumed:
+                module.restore(*resumed[gi])
+                print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
+            if module.start_step < module.steps:
+                fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)]
+                    + ([Checkpointer(every, save)] if every else []))
+            else:  # the checkpoint is the end of this group's training
+                sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
+            if every:  # a later group's interruption does not repeat this one
+                save(module.steps, *module.checkpoint())
             act_var = module.act_m2 / (module.act_count - 1).clamp(min=1)
             for j, i in enumerate(members):
                 states[i] = module.model.instance_state(j) | {"act_mean": module.act_mean[j].float(),
@@ -82,6 +131,7 @@ def main(name: str) -> None:
             else:
                 tracker.end(rid)
         tracker.end(parent)
+    shutil.rmtree(model_dir(name) / "checkpoint", ignore_errors=True)  # the outputs are complete
     print(f"train@{name}: {len(instances)} models in {seconds:.1f}s"
           + (f", {len(diverged)} diverged" if diverged else ""))
 

@@ -25,7 +25,12 @@ def edited(path: str, value):
     return raw
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self):  # a stable test id (xdist workers must collect the same names)
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 BAD = [
     # (dotted path to edit, new value, words the error must contain)

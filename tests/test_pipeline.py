@@ -1,59 +1,19 @@
 """End to end: real `dvc repro` on tiny params in a temp git repo, real MLflow store, real Lightning."""
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from e2e import ROOT, all_runs, client, make_repo, ran, sh, tiny
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def sh(cmd, cwd, check=True):
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "DVC_NO_ANALYTICS": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
-        env.pop(var, None)
-    out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return out
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("e2e")
-    for name in ("dvc.yaml", ".gitignore", "pipeline", "src", ".dvc"):
-        src = ROOT / name
-        (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
-         if src.is_dir() else shutil.copy(src, repo / name))
-    shutil.copy(ROOT / "tests" / "tiny_params.yaml", repo / "params.yaml")
-    sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", repo)
+    repo = make_repo(tmp_path_factory.mktemp("e2e"), tiny())
     first = sh("dvc repro", repo)
     return repo, first.stdout
-
-
-def client(repo):
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    exp = c.get_experiment_by_name("monosem-test")
-    return c, exp
-
-
-def all_runs(repo):
-    c, exp = client(repo)
-    return c.search_runs([exp.experiment_id], max_results=1000)
 
 
 def test_repro_produces_every_output(repo):
@@ -188,30 +148,3 @@ def test_bad_param_stops_before_training_with_one_line_and_no_running_runs(repo)
     runs = all_runs(repo)
     assert len(runs) == before and not [r for r in runs if r.info.status == "RUNNING"]
     assert (repo / "models/LR3/weights.safetensors").read_bytes() == lr3
-
-
-def test_sigterm_during_training_marks_runs_killed_and_writes_no_manifest(repo):
-    import signal
-    import time
-
-    repo, _ = repo
-    params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
-    params["studies"]["LR1"]["train"]["steps"] = 200_000
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.rmtree(repo / "models" / "LR1", ignore_errors=True)
-    before = {r.info.run_id for r in all_runs(repo)}
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "LR1"], cwd=repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until training has started: all 5 runs exist
-        if len({r.info.run_id for r in all_runs(repo)} - before) == 5:
-            break
-        time.sleep(0.5)
-    time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) != 0
-    new = [r for r in all_runs(repo) if r.info.run_id not in before]
-    assert len(new) == 5 and all(r.info.status == "KILLED" for r in new)
-    assert not (repo / "models/LR1/instances.json").exists()

@@ -201,3 +201,39 @@ def test_inhibition_trains_batched_like_alone_and_changes_the_model():
     torch.testing.assert_close(together.model.W1[1], alone.model.W1[0], rtol=1e-5, atol=1e-6)
     plain = batched_run(world, [instance(seed=0, lr=0.02)])
     assert not torch.allclose(alone.model.W1[0], plain.model.W1[0])
+
+
+def test_a_run_resumed_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_one():
+    """Every piece of state survives: weights, LAMB moments, Welford statistics, inhibition threshold,
+    partial loss average, curve points, and the data and noise generators."""
+    import lightning.pytorch as L
+
+    from monosem.lit import Checkpointer
+
+    world = generate_world(WORLD)
+    insts = [instance(seed=0, steps=96, noise_std=0.1, inhibit=0.05), instance(seed=1, steps=96, lr=0.02)]
+    whole = batched_run(world, insts)
+
+    saved = {}
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if module.done >= 48:
+                raise RuntimeError("interrupted")
+
+    first = ToyStudyModule(world, insts)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(first, callbacks=[Checkpointer(32, lambda step, t, m: saved.update({step: (t, m)})), Interrupt()],
+            progress=False)
+    assert sorted(saved) == [32]
+    resumed = ToyStudyModule(world, insts)
+    resumed.restore(*saved[32])
+    assert resumed.start_step == 32
+    fit(resumed, progress=False)
+    for name in ("W1", "b1", "W2"):
+        assert torch.equal(getattr(resumed.model, name), getattr(whole.model, name)), name
+    for name in ("act_mean", "act_m2", "act_count", "inhibit_tau"):
+        assert torch.equal(getattr(resumed, name), getattr(whole, name)), name
+    assert resumed.curves.steps == whole.curves.steps
+    for k in whole.curves.values:
+        assert torch.equal(torch.stack(resumed.curves.values[k]), torch.stack(whole.curves.values[k])), k

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import World
@@ -83,6 +83,17 @@ def load_tensors(path: str | Path, expected: dict[str, tuple[int, ...]] | None =
         if tuple(tensors[key].shape) != tuple(shape):
             raise ArtifactError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape}")
     return tensors
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (its header only)."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return fh.metadata() or {}
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{path}: not a valid safetensors file ({err})") from None
 
 
 # --- worlds ---------------------------------------------------------------------------------------

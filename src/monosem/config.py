@@ -157,6 +157,8 @@ class Tracking(_Strict):
 class Runtime(_Strict):
     accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
+    checkpoint_every: int = Field(default=0, ge=0, description="save a training checkpoint every this many steps; 0 = never")
+    resume: bool = Field(default=False, description="continue from a checkpoint made by the same params and code")
 
 
 class Params(_Strict):

@@ -112,15 +112,18 @@ class ToyStudyModule(L.LightningModule):
         self.stream = FeatureStream(world, probs, self.seeds, cfg0.train.batch_size)
         self.record_at = set(log_steps(self.steps, cfg0.train.log_points))
         self.curves = Curves()
+        self.start_step = self.done = 0  # steps done before this fit (a resumed run), and done so far
+        self._pending = None
         self.automatic_optimization = False
 
     def configure_optimizers(self):
-        return BatchedLamb(self.model.parameters(), lr=self.lr.clone())
+        self.optimizer = BatchedLamb(self.model.parameters(), lr=self.lr.clone())
+        return self.optimizer
 
     def train_dataloader(self):
         # Each "batch" is a chunk of steps (first step, count); samples are drawn on the device. Chunking
         # amortises Lightning's per-batch hooks (~0.8 ms) over STEPS_PER_BATCH optimiser steps.
-        chunks = [(s, min(STEPS_PER_BATCH, self.steps - s)) for s in range(0, self.steps, STEPS_PER_BATCH)]
+        chunks = [(s, min(STEPS_PER_BATCH, self.steps - s)) for s in range(self.start_step, self.steps, STEPS_PER_BATCH)]
         return DataLoader(chunks, batch_size=None)
 
     def on_train_start(self) -> None:
@@ -128,12 +131,63 @@ class ToyStudyModule(L.LightningModule):
         self.stream.reset(self.device)
         self._loss_sum = torch.zeros_like(self.lr)
         self._loss_n = 0
+        if self._pending is not None:  # resuming: the optimiser now exists, the streams are seeded
+            self._restore_training_state(self._pending)
+            self._pending = None
+
+    # --- checkpoints: everything the remaining steps depend on, so a resumed run ends bit-identical ---
+
+    def checkpoint(self) -> tuple[dict[str, Tensor], dict]:
+        """(tensors, metadata) of the state after `self.done` steps: weights, optimiser moments, running
+        statistics, divergence flags, the partial loss average, curve points and every generator's state."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"buffer.{k}": getattr(self, k) for k in ("act_count", "act_mean", "act_m2", "diverged_at",
+                                                              "inhibit_tau")}
+        opt = getattr(self, "optimizer", None)
+        for name, p in self.model.named_parameters():
+            for k, v in (opt.state.get(p, {}) if opt else {}).items():
+                tensors[f"opt.{name}.{k}"] = v
+        tensors["loss_sum"] = self._loss_sum
+        for k, v in self.curves.values.items():
+            if v:
+                tensors[f"curve.{k}"] = torch.stack(v)
+        for i, (g, ng) in enumerate(zip(self.stream.gens, self.stream.noise_gens)):
+            tensors[f"gen.data.{i}"], tensors[f"gen.noise.{i}"] = g.get_state(), ng.get_state()
+        meta = {"step": self.done, "loss_n": self._loss_n, "curve_steps": list(self.curves.steps)}
+        return {k: v.detach().cpu().clone() for k, v in tensors.items()}, meta  # a snapshot, not views
+
+    def restore(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        """Load a checkpoint: weights, statistics and curves now; optimiser and generators when training
+        starts (or never, if the checkpoint is already at the last step)."""
+        with torch.no_grad():
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            for k, v in tensors.items():
+                if k.startswith("buffer."):
+                    getattr(self, k[7:]).copy_(v)
+        self.curves = Curves(list(meta["curve_steps"]),
+                             {k: list(tensors[f"curve.{k}"]) if f"curve.{k}" in tensors else [] for k in CURVES})
+        self.start_step = self.done = meta["step"]
+        self._pending = (tensors, meta)
+
+    def _restore_training_state(self, state: tuple[dict[str, Tensor], dict]) -> None:
+        tensors, meta = state
+        opt = self.optimizer
+        for name, p in self.model.named_parameters():
+            moments = {k.split(".")[-1]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{name}.")}
+            if moments:
+                opt.state[p] = moments
+        self._loss_sum = tensors["loss_sum"].to(self.device)
+        self._loss_n = meta["loss_n"]
+        for i, (g, ng) in enumerate(zip(self.stream.gens, self.stream.noise_gens)):
+            g.set_state(tensors[f"gen.data.{i}"])
+            ng.set_state(tensors[f"gen.noise.{i}"])
 
     def training_step(self, batch, batch_idx: int):
         first, count = batch
         opt = self.optimizers()
         for step in range(first, first + count):
             self._step(step, opt)
+        self.done = first + count
 
     def _step(self, step: int, opt) -> None:
         """One optimiser step of the paper's loop; `step` counts the updates done before it."""
@@ -229,6 +283,19 @@ class CurveSink(L.Callback):
 
     def on_train_end(self, trainer, module):
         self._flush(module)
+
+
+class Checkpointer(L.Callback):
+    """Hands `save(step, tensors, meta)` the module's checkpoint whenever a chunk of steps crosses a
+    multiple of `every` steps."""
+
+    def __init__(self, every: int, save: Callable[[int, dict[str, Tensor], dict], None]):
+        self.every, self.save = every, save
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        first, count = (int(v) for v in batch)
+        if (first + count) // self.every > first // self.every:
+            self.save(first + count, *module.checkpoint())
 
 
 def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True) -> None:

@@ -1,0 +1,144 @@
+"""A real tracking server on a real database: `mlflow server` backed by PostgreSQL (Debian's postgresql,
+started here in a temporary cluster) receives the same runs as the default SQLite store."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bindir() -> Path | None:
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / "initdb").exists():
+            return d
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bindir = pg_bindir()
+    if bindir is None:
+        if os.environ.get("MONOSEM_CI"):
+            pytest.fail("PostgreSQL server binaries (initdb) not found: CI must test the tracking server")
+        pytest.skip("PostgreSQL server binaries not installed (Debian: apt install postgresql)")
+    # The server refuses to run as root: under root it runs as Debian's `postgres` user, in a directory
+    # that user owns (pytest's own tmp dirs are private to root).
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="monosem-pg-"))
+    if as_user:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+
+    def pg(*args, check=True):
+        return subprocess.run(as_user + [str(bindir / args[0]), *args[1:]], check=check, capture_output=True, text=True)
+
+    try:
+        pg("initdb", "-D", str(data / "db"), "-A", "trust", "-U", "mlflow", "--no-sync")
+        pg("pg_ctl", "-D", str(data / "db"), "-w", "-l", str(data / "log"), "-o",
+           f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        pg("pg_ctl", "-D", str(data / "db"), "-m", "immediate", "stop", check=False)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory):
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", postgres, "--artifacts-destination", str(artifacts),
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                            env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            log.seek(0)
+            pytest.fail(f"mlflow server did not come up:\n{log.read()[-3000:]}")
+        time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def tiny_repo(path: Path) -> Path:
+    """The tiny pipeline with one study, in a fresh git repo."""
+    path.mkdir()
+    for name in ("dvc.yaml", ".gitignore", "pipeline", "src", ".dvc"):
+        src = ROOT / name
+        (shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
+         if src.is_dir() else shutil.copy(src, path / name))
+    params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
+    params["worlds"] = {"tiny": params["worlds"]["tiny"]}
+    params["studies"] = {"LR1": params["studies"]["LR1"]}
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init",
+                   cwd=path, shell=True, check=True)
+    return path
+
+
+def repro(repo: Path, uri: str | None) -> None:
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if uri:
+        env["MLFLOW_TRACKING_URI"] = uri
+    out = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def logged(uri: str) -> dict:
+    """Every run of the experiment as name -> (status, params, metric values, tags we set, artifact paths)."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("monosem-test")
+    out = {}
+    for r in c.search_runs([exp.experiment_id], max_results=1000):
+        arts = sorted(a.path for d in ("model", "figures", "interp/table", "interp/summary")
+                      for a in c.list_artifacts(r.info.run_id, d))
+        tags = {k: v for k, v in r.data.tags.items() if k.startswith(("monosem.", "dvc.stage"))}
+        out[r.info.run_name] = (r.info.status, r.data.params, r.data.metrics, tags, arts)
+    return out
+
+
+def test_the_pipeline_logs_the_same_runs_to_a_postgres_backed_server_as_to_sqlite(server, tmp_path):
+    remote, local = tiny_repo(tmp_path / "remote"), tiny_repo(tmp_path / "local")
+    repro(remote, server)
+    repro(local, None)
+    assert not (remote / "mlflow.db").exists()  # nothing scattered to a local store
+    on_server, on_sqlite = logged(server), logged(f"sqlite:///{local / 'mlflow.db'}")
+    assert len(on_server) == 1 + 4 and set(on_server) == set(on_sqlite)
+    for name, (status, params, metrics, tags, arts) in on_server.items():
+        s_status, s_params, s_metrics, s_tags, s_arts = on_sqlite[name]
+        assert status == s_status == "FINISHED"
+        assert params == s_params and tags == s_tags and arts == s_arts
+        timing = {"train_seconds"}
+        assert {k: v for k, v in metrics.items() if k not in timing} == \
+            {k: v for k, v in s_metrics.items() if k not in timing}  # deterministic training: same values
