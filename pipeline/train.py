@@ -3,12 +3,13 @@
 import csv
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from common import groups, model_dir, run, study_params, world_dir
+from common import ParamsError, groups, model_dir, run, study_params, world_dir
 
 import monosem
 from monosem.artifacts import atomic_path, load_tensors, load_world, read_metadata, save_tensors, write_json
@@ -40,20 +41,44 @@ def checkpoints(name: str, keys: list[str], resume: bool) -> dict[int, tuple]:
     return found
 
 
+def process_rank(devices: int) -> int:
+    """This process's global rank among a study's data-parallel processes: set by torchrun (RANK), SLURM
+    (SLURM_PROCID), or Lightning's own launcher (NODE_RANK, LOCAL_RANK); 0 when training alone."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
+
+
 def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
+    rt = params.runtime
+    distributed = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes}
+    ranks = rt.devices * rt.num_nodes
+    for inst in study.instances():
+        if inst.train.batch_size % ranks:
+            raise ParamsError(f"params.yaml: studies.{name}: batch_size {inst.train.batch_size} is not divisible by "
+                              f"runtime.devices × runtime.num_nodes = {ranks} (each process trains a slice of it)")
     world = load_world(world_dir(study.world))
     instances = study.instances()
-    tracker = Tracker(params.tracking.experiment)
-    tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
-    world_params = {f"world.{k}": v for k, v in world.cfg.model_dump().items()} | {"world.name": study.world}
-
     every = params.runtime.checkpoint_every
     code = code_hash()
     keys = [input_hash(world.cfg.model_dump(), [instances[i].model_dump() for i in members], code)
             for members in groups(instances)]
     resumed = checkpoints(name, keys, params.runtime.resume)
+    if process_rank(rt.devices) != 0:  # another data-parallel process: it trains; rank 0 logs and writes
+        for gi, members in enumerate(groups(instances)):
+            module = ToyStudyModule(world, [instances[i] for i in members])
+            if gi in resumed:
+                module.restore(*resumed[gi])
+            if module.start_step < module.steps:
+                fit(module, rt.accelerator, progress=False, **distributed)
+        return
+    tracker = Tracker(params.tracking.experiment)
+    tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
+    world_params = {f"world.{k}": v for k, v in world.cfg.model_dump().items()} | {"world.name": study.world}
+
     resumed_at = {i: meta["step"] for gi, (_, meta) in resumed.items() for i in groups(instances)[gi]}
 
     parent = tracker.start(f"train@{name}", world_params | {"study": study.model_dump_json()}, tags)
@@ -90,8 +115,8 @@ def main(name: str) -> None:
                 module.restore(*resumed[gi])
                 print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
             if module.start_step < module.steps:
-                fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)]
-                    + ([Checkpointer(every, save)] if every else []))
+                fit(module, rt.accelerator, [CurveSink(sink, params.tracking.flush_seconds)]
+                    + ([Checkpointer(every, save)] if every else []), **distributed)
             else:  # the checkpoint is the end of this group's training
                 sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
             if every:  # a later group's interruption does not repeat this one

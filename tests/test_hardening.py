@@ -87,6 +87,17 @@ def train_stage():
     return _stage("train")
 
 
+def run_train(stage, params: dict, study: str, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
+    """The train entry point as DVC runs it, in tmp_path with `params`: (exit code, stderr)."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(sys, "argv", ["train.py", study])
+    with pytest.raises(SystemExit) as exit_:
+        stage.run(stage.main)
+    return exit_.value.code, capsys.readouterr().err.strip()
+
+
 def test_the_table_covers_every_key_of_every_section():
     keys = {path for _, path, _ in CASES}
     for model, prefix in SECTIONS.items():
@@ -98,27 +109,16 @@ def test_the_table_covers_every_key_of_every_section():
 @pytest.mark.parametrize("path,value", [(p, v) for _, p, v in CASES], ids=[i for i, _, _ in CASES])
 def test_every_bad_param_stops_the_stage_with_one_line_naming_the_key_and_touches_no_store(
         path, value, train_stage, tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited(path, value), sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setattr(sys, "argv", ["train.py", "LR1"])
-    with pytest.raises(SystemExit) as exit_:
-        train_stage.run(train_stage.main)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()
+    code, err = run_train(train_stage, edited(path, value), "LR1", tmp_path, monkeypatch, capsys)
+    assert code == 2
     assert "\n" not in err and err.startswith("error: params.yaml: ")
     assert path in err, err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "models").exists()
 
 
 def test_a_stage_for_an_unknown_study_names_the_allowed_ones(train_stage, tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["train.py", "LR9"])
-    with pytest.raises(SystemExit) as exit_:
-        train_stage.run(train_stage.main)
-    assert exit_.value.code == 2
-    assert "studies.LR9: no such study; allowed: ['K1', 'LR1'" in capsys.readouterr().err
+    code, err = run_train(train_stage, TINY, "LR9", tmp_path, monkeypatch, capsys)
+    assert code == 2 and "studies.LR9: no such study; allowed: ['K1', 'LR1'" in err
 
 
 # --- artifacts ------------------------------------------------------------------------------------
@@ -190,3 +190,10 @@ def test_nothing_unpickles_untrusted_data():
                 if owner == "pickle" and node.func.attr in ("load", "loads"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_data_parallel_training_needs_a_batch_each_process_can_slice(train_stage, tmp_path, monkeypatch, capsys):
+    code, err = run_train(train_stage, edited("runtime", {"devices": 3, "strategy": "ddp"}), "LR1", tmp_path,
+                          monkeypatch, capsys)
+    assert code == 2 and ("error: params.yaml: studies.LR1: batch_size 32 is not divisible by runtime.devices × "
+                          "runtime.num_nodes = 3") in err

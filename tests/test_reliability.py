@@ -148,3 +148,27 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint_to_the_same_r
     run = c.get_run(manifest["instances"][0]["run_id"])
     assert 0 < int(run.data.tags["monosem.resumed_at_step"]) <= 4000 and run.info.status == "FINISHED"
     assert len(c.get_metric_history(run.info.run_id, "loss")) == len(curves.splitlines()) // 4  # every point, once
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process_and_only_rank_0_logs(repo):
+    """Data parallel (Lightning's `ddp`, gloo): each rank trains a slice of every batch, gradients averaged;
+    metrics agree with one process to rel 1e-4 (float sums in another order), and only rank 0 creates runs."""
+    repo, _ = repo
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    results = {}
+    for devices in (1, 2):
+        tiny_params(repo, lambda p: p.update(runtime={"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}))
+        before = len(all_runs(repo))
+        for stage in ("train", "measure"):
+            out = subprocess.run([sys.executable, f"pipeline/{stage}.py", "LR1"], cwd=repo, env=env,
+                                 capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, out.stderr[-3000:]
+            if stage == "train":  # Lightning says how many processes it started
+                assert ("distributed_backend=gloo" in out.stdout + out.stderr) == (devices == 2)
+        assert len(all_runs(repo)) == before + 1 + 4  # one parent, one run per instance: rank 0 alone
+        results[devices] = json.loads((repo / "results/LR1/metrics.json").read_text())["instances"]
+    for label, one in results[1].items():
+        two = results[2][label]
+        for key in ("loss", "mono_per_feature", "mono_per_neuron", "bias_mean_live", "mono_scale_mean"):
+            assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (label, key)

@@ -157,6 +157,9 @@ class Tracking(_Strict):
 class Runtime(_Strict):
     accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores")
+    devices: int = Field(default=1, ge=1, description="devices (processes on the CPU) training one study, data parallel")
+    strategy: str = Field(default="auto", min_length=1, description="Lightning strategy, e.g. ddp")
+    num_nodes: int = Field(default=1, ge=1, description="machines training one study (ddp across nodes)")
     checkpoint_every: int = Field(default=0, ge=0, description="save a training checkpoint every this many steps; 0 = never")
     resume: bool = Field(default=False, description="continue from a checkpoint made by the same params and code")
 

@@ -113,6 +113,7 @@ class ToyStudyModule(L.LightningModule):
         self.record_at = set(log_steps(self.steps, cfg0.train.log_points))
         self.curves = Curves()
         self.start_step = self.done = 0  # steps done before this fit (a resumed run), and done so far
+        self.rank, self.ranks = 0, 1  # this process's rank among the data-parallel ones (set when training)
         self._pending = None
         self.automatic_optimization = False
 
@@ -123,10 +124,16 @@ class ToyStudyModule(L.LightningModule):
     def train_dataloader(self):
         # Each "batch" is a chunk of steps (first step, count); samples are drawn on the device. Chunking
         # amortises Lightning's per-batch hooks (~0.8 ms) over STEPS_PER_BATCH optimiser steps.
-        chunks = [(s, min(STEPS_PER_BATCH, self.steps - s)) for s in range(self.start_step, self.steps, STEPS_PER_BATCH)]
+        # Under DDP a chunk is one step: its reducer expects one backward pass per forward call.
+        per = STEPS_PER_BATCH if self.trainer.world_size == 1 else 1
+        chunks = [(s, min(per, self.steps - s)) for s in range(self.start_step, self.steps, per)]
         return DataLoader(chunks, batch_size=None)
 
     def on_train_start(self) -> None:
+        # Data parallel (DDP): every rank draws the whole batch from the shared seeded streams and trains on
+        # its slice; DDP averages the gradients, so each step is the full batch's, as in one process.
+        trainer = self._trainer
+        self.rank, self.ranks = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         self.world = self.world.to(self.device)
         self.stream.reset(self.device)
         self._loss_sum = torch.zeros_like(self.lr)
@@ -204,6 +211,9 @@ class ToyStudyModule(L.LightningModule):
         x = self.world.inputs(f)  # (inst, batch, m)
         if self.use_noise:  # train-time input noise: one stream per seed, scaled per instance
             x = x + self.noise_std[:, None, None] * self.stream.noise(x.shape)[self.seed_idx]
+        if self.ranks > 1:  # this rank's slice of the batch
+            part = f.shape[1] // self.ranks
+            f, x = (t[:, self.rank * part:(self.rank + 1) * part] for t in (f, x))
         h, y = self.model(x)
         inhibition = self._inhibition(h) if self.use_inhibit and self.act_count > 1 else None
         if self.use_inhibit or step % TRACK_EVERY == 0:
@@ -243,6 +253,11 @@ class ToyStudyModule(L.LightningModule):
         mean_f = h.mean(1)  # (inst, k); per-batch moments in float32, merged in float64
         m2_b = (h - mean_f[:, None]).pow(2).sum(1).double()
         mean_b = mean_f.double()
+        if self.ranks > 1:  # the whole batch's moments from every rank's slice (equal sizes)
+            means, m2s = self.all_gather(mean_b), self.all_gather(m2_b)  # (ranks, inst, k)
+            mean_b = means.mean(0)
+            m2_b = m2s.sum(0) + n_b * (means - mean_b).pow(2).sum(0)
+            n_b *= self.ranks
         total = self.act_count + n_b
         delta = mean_b - self.act_mean
         self.act_mean += delta * (n_b / total)
@@ -252,7 +267,8 @@ class ToyStudyModule(L.LightningModule):
     @torch.no_grad()
     def _record(self, step: int) -> None:
         sfa = single_feature_activations(self.model, self.world.probes)
-        row = {"loss": self._loss_sum / self._loss_n,
+        loss_sum = self.all_gather(self._loss_sum).mean(0) if self.ranks > 1 else self._loss_sum
+        row = {"loss": loss_sum / self._loss_n,
                "mono_per_feature": count_mono(sfa) / self.world.cfg.n_features,
                "mean_bias": self.model.b1.mean(-1)}
         self.curves.steps.append(step)
@@ -298,7 +314,8 @@ class Checkpointer(L.Callback):
             self.save(first + count, *module.checkpoint())
 
 
-def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True) -> None:
+def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True,
+        devices: int = 1, strategy: str = "auto", num_nodes: int = 1) -> None:
     """Train a study's module. Sets the process to flush subnormal floats to zero (left set): a dead neuron's
     Adam moments decay through the subnormal range, where CPU arithmetic is several times slower (D1's step
     3.5 → 2.3 ms); a change below 1e-38 per value, and the same on every run."""
@@ -306,7 +323,8 @@ def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None
     callbacks = list(callbacks or [])
     if progress:
         callbacks.append(L.callbacks.TQDMProgressBar(refresh_rate=max(1, module.steps // STEPS_PER_BATCH // 50)))
-    trainer = L.Trainer(max_steps=module.steps, max_epochs=1, accelerator=accelerator, devices=1, logger=False,
+    trainer = L.Trainer(max_steps=module.steps, max_epochs=1, accelerator=accelerator, devices=devices,
+                        strategy=strategy, num_nodes=num_nodes, use_distributed_sampler=False, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
                         callbacks=callbacks, num_sanity_val_steps=0, deterministic=accelerator == "cpu")
     trainer.fit(module)
