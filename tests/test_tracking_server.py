@@ -142,3 +142,37 @@ def test_the_pipeline_logs_the_same_runs_to_a_postgres_backed_server_as_to_sqlit
         timing = {"train_seconds"}
         assert {k: v for k, v in metrics.items() if k not in timing} == \
             {k: v for k, v in s_metrics.items() if k not in timing}  # deterministic training: same values
+
+
+def listeners(port: int) -> set[str]:
+    """The local addresses (kernel hex form) of sockets listening on `port`, IPv4 and IPv6."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(addr)
+    return found
+
+
+def test_make_ui_listens_on_loopback_only(tmp_path):
+    import signal
+
+    for name in ("Makefile", "params.yaml", "requirements.lock", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)  # mtimes kept: `make setup` has nothing to redo
+    port = free_port()
+    proc = subprocess.Popen(["make", "-C", str(tmp_path), "ui", f"PORT={port}", f"VENV={BIN.parent}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not listeners(port):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.poll() else "slow"
+            time.sleep(0.5)
+        time.sleep(1)  # every worker bound
+        assert listeners(port) == {"0100007F"}  # 127.0.0.1 only: no 0.0.0.0, no IPv6 wildcard
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read() == b"OK"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
