@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from monosem.artifacts import load_tensors, read_json  # noqa: E402
 from monosem.config import Instance, Params, load_params  # noqa: E402
-from monosem.errors import ArtifactError, MonosemError, ParamsError  # noqa: E402
+from monosem.errors import MonosemError, ParamsError  # noqa: E402
 from monosem.worlds import WorldData  # noqa: E402
 
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
@@ -57,22 +57,14 @@ def load_manifest(study: str) -> tuple[dict, list[Instance]]:
 
 def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, torch.Tensor]]:
     """Each instance's tensors, refused unless each has the shape its instance and world imply."""
-    path = model_dir(study) / "weights.safetensors"
-    tensors = load_tensors(path)
-    states = []
+    shapes = {}
     for row in manifest["instances"]:
-        label, k = row["label"], row["instance"]["model"]["neurons"]
-        shapes = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k), "act_mean": (k,), "act_var": (k,)}
-        state = {}
-        for name, shape in shapes.items():
-            t = tensors.get(f"{label}/{name}")
-            if t is None:
-                raise ArtifactError(f"{path}: no tensor '{label}/{name}'")
-            if tuple(t.shape) != shape:
-                raise ArtifactError(f"{path}: tensor '{label}/{name}' has shape {tuple(t.shape)}, expected {shape}")
-            state[name] = t
-        states.append(state)
-    return states
+        k = row["instance"]["model"]["neurons"]
+        shapes[row["label"]] = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k), "act_mean": (k,),
+                                "act_var": (k,)}
+    tensors = load_tensors(model_dir(study) / "weights.safetensors",
+                           {f"{label}/{name}": shape for label, s in shapes.items() for name, shape in s.items()})
+    return [{name: tensors[f"{label}/{name}"] for name in s} for label, s in shapes.items()]
 
 
 def run(main: Callable[..., None]) -> None:

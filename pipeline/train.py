@@ -56,22 +56,26 @@ def main(name: str) -> None:
     rt = params.runtime
     distributed = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes}
     ranks = rt.devices * rt.num_nodes
-    for inst in study.instances():
+    instances = study.instances()
+    for inst in instances:
         if inst.train.batch_size % ranks:
             raise ParamsError(f"params.yaml: studies.{name}: batch_size {inst.train.batch_size} is not divisible by "
                               f"runtime.devices × runtime.num_nodes = {ranks} (each process trains a slice of it)")
     world = load_world(world_dir(study.world))
-    instances = study.instances()
-    every = params.runtime.checkpoint_every
+    shapes = groups(instances)
     code = code_hash()
-    keys = [input_hash(world.cfg.model_dump(), [instances[i].model_dump() for i in members], code)
-            for members in groups(instances)]
-    resumed = checkpoints(name, keys, params.runtime.resume)
+    keys = [input_hash(world.cfg.model_dump(), [instances[i].model_dump() for i in members], code) for members in shapes]
+    resumed = checkpoints(name, keys, rt.resume)
+
+    def module_for(gi: int) -> ToyStudyModule:
+        module = ToyStudyModule(world, [instances[i] for i in shapes[gi]])
+        if gi in resumed:
+            module.restore(*resumed[gi])
+        return module
+
     if process_rank(rt.devices) != 0:  # another data-parallel process: it trains; rank 0 logs and writes
-        for gi, members in enumerate(groups(instances)):
-            module = ToyStudyModule(world, [instances[i] for i in members])
-            if gi in resumed:
-                module.restore(*resumed[gi])
+        for gi in range(len(shapes)):
+            module = module_for(gi)
             if module.start_step < module.steps:
                 fit(module, rt.accelerator, progress=False, **distributed)
         return
@@ -79,7 +83,7 @@ def main(name: str) -> None:
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
     world_params = {f"world.{k}": v for k, v in world.cfg.model_dump().items()} | {"world.name": study.world}
 
-    resumed_at = {i: meta["step"] for gi, (_, meta) in resumed.items() for i in groups(instances)[gi]}
+    resumed_at = {i: meta["step"] for gi, (_, meta) in resumed.items() for i in shapes[gi]}
 
     parent = tracker.start(f"train@{name}", world_params | {"study": study.model_dump_json()}, tags)
     run_ids = [parent]
@@ -96,10 +100,9 @@ def main(name: str) -> None:
 
         states, curves, diverged = [None] * len(instances), [], {}
         start = time.perf_counter()
-        for gi, members in enumerate(groups(instances)):
-            group = [instances[i] for i in members]
-            g0 = group[0]
-            print(f"train@{name}: {len(group)} instances, k={g0.model.neurons} {g0.model.activation}, "
+        for gi, members in enumerate(shapes):
+            g0 = instances[members[0]]
+            print(f"train@{name}: {len(members)} instances, k={g0.model.neurons} {g0.model.activation}, "
                   f"{g0.train.steps} steps of batch {g0.train.batch_size}", flush=True)
 
             def sink(steps, rows, members=members):
@@ -110,16 +113,15 @@ def main(name: str) -> None:
                 save_tensors(model_dir(name) / "checkpoint" / f"group{gi}.safetensors", tensors,
                              {"monosem": json.dumps(meta | {"key": keys[gi]})})
 
-            module = ToyStudyModule(world, group)
+            module = module_for(gi)
             if gi in resumed:
-                module.restore(*resumed[gi])
                 print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
             if module.start_step < module.steps:
                 fit(module, rt.accelerator, [CurveSink(sink, params.tracking.flush_seconds)]
-                    + ([Checkpointer(every, save)] if every else []), **distributed)
+                    + ([Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **distributed)
             else:  # the checkpoint is the end of this group's training
                 sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
-            if every:  # a later group's interruption does not repeat this one
+            if rt.checkpoint_every:  # a later group's interruption does not repeat this one
                 save(module.steps, *module.checkpoint())
             act_var = module.act_m2 / (module.act_count - 1).clamp(min=1)
             for j, i in enumerate(members):

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
+from e2e import make_repo, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -91,17 +91,7 @@ def server(postgres, tmp_path_factory):
 def tiny_repo(path: Path) -> Path:
     """The tiny pipeline with one study, in a fresh git repo."""
     path.mkdir()
-    for name in ("dvc.yaml", ".gitignore", "pipeline", "src", ".dvc"):
-        src = ROOT / name
-        (shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
-         if src.is_dir() else shutil.copy(src, path / name))
-    params = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
-    params["worlds"] = {"tiny": params["worlds"]["tiny"]}
-    params["studies"] = {"LR1": params["studies"]["LR1"]}
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init",
-                   cwd=path, shell=True, check=True)
-    return path
+    return make_repo(path, tiny(["LR1"]))
 
 
 def repro(repo: Path, uri: str | None) -> None:

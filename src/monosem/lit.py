@@ -2,8 +2,8 @@
 
 Instances are ordered (sweep point, seed) with the seed fastest. Data come from one stream per seed;
 instances with the same seed see the same samples (common random numbers), at their own feature density
-if the study sweeps it (same values and uniforms, their own Bernoulli masks), exactly as each would if
-trained alone.
+if the study sweeps it (the same uniforms, thresholded at each density), exactly as each would if trained
+alone.
 """
 
 from __future__ import annotations
