@@ -237,3 +237,15 @@ def test_a_run_resumed_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_
     assert resumed.curves.steps == whole.curves.steps
     for k in whole.curves.values:
         assert torch.equal(torch.stack(resumed.curves.values[k]), torch.stack(whole.curves.values[k])), k
+
+
+def test_importing_monosem_flushes_subnormals_on_every_thread_of_the_pool():
+    """The flag is per thread and copied to threads when the pool starts: set later (as `fit` once did), only
+    the calling thread flushes and results can vary from run to run. Fresh process, two threads."""
+    import subprocess
+    import sys
+
+    code = ("import torch, monosem; torch.set_num_threads(2); x = torch.full((1 << 20,), 1e-39); "
+            "y = x * 1.0; print(int((y != 0).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"

@@ -316,10 +316,7 @@ class Checkpointer(L.Callback):
 
 def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True,
         devices: int = 1, strategy: str = "auto", num_nodes: int = 1) -> None:
-    """Train a study's module. Sets the process to flush subnormal floats to zero (left set): a dead neuron's
-    Adam moments decay through the subnormal range, where CPU arithmetic is several times slower (D1's step
-    3.5 → 2.3 ms); a change below 1e-38 per value, and the same on every run."""
-    torch.set_flush_denormal(True)
+    """Train a study's module. Subnormal floats are flushed to zero from `import monosem` on (see there)."""
     callbacks = list(callbacks or [])
     if progress:
         callbacks.append(L.callbacks.TQDMProgressBar(refresh_rate=max(1, module.steps // STEPS_PER_BATCH // 50)))
