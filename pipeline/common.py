@@ -59,9 +59,12 @@ def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, 
     """Each instance's tensors, refused unless each has the shape its instance and world imply."""
     shapes = {}
     for row in manifest["instances"]:
-        k = row["instance"]["model"]["neurons"]
-        shapes[row["label"]] = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k), "act_mean": (k,),
-                                "act_var": (k,)}
+        k, n = row["instance"]["model"]["neurons"], world.cfg.n_features
+        if row["instance"]["model"].get("kind", "jermyn") == "jermyn":
+            weights = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k)}
+        else:  # a tied model: W (m, n), output bias b (n,)
+            weights = {"W": (k, n), "b": (n,)}
+        shapes[row["label"]] = weights | {"act_mean": (k,), "act_var": (k,)}
     tensors = load_tensors(model_dir(study) / "weights.safetensors",
                            {f"{label}/{name}": shape for label, s in shapes.items() for name, shape in s.items()})
     return [{name: tensors[f"{label}/{name}"] for name in s} for label, s in shapes.items()]

@@ -1,15 +1,17 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
 import csv
+import statistics
 
 import pandas as pd
 import torch
 from common import load_manifest, load_states, model_dir, result_dir, run, study_params, world_dir
 
-from monosem import plots
+from monosem import plots, plots_tms
 from monosem.artifacts import atomic_path, load_world, read_json, write_json
 from monosem.interpret import analyse
 from monosem.models import ACTIVATIONS
+from monosem.theory import gain_references
 from monosem.tracking import Tracker
 
 
@@ -33,14 +35,21 @@ def main(name: str) -> None:
     states = load_states(name, manifest, world)
     metrics = read_json(result_dir(name) / "metrics.json")
     out = result_dir(name) / "interp"
+    if instances[0].model.kind != "jermyn":
+        return interpret_tied(name, instances, manifest, states, metrics, world, tracker, out)
     n = world.cfg.n_features
 
     sfas = []
     eval_x = {}  # per feature density (a study may sweep data.eps)
     summaries = {}
-    # Drawing the per-model figures costs ten times the analysis: they are drawn for the first seed of each
-    # sweep point; tables and summaries for every model. (Worker processes did not pay: a spawned worker's
-    # imports cost more than the drawing, and forking after torch has started its threads can deadlock.)
+    # Drawing the per-model figures costs ten times the analysis: they are drawn for one model, the first
+    # seed of the last sweep point that trained (the one the report shows; the study's sfa and bias figures
+    # show the first, middle and last points); tables and summaries for every model. (Worker processes did not
+    # pay: a spawned worker's imports cost more than the drawing, and forking after torch has started its
+    # threads can deadlock.)
+    trained = [inst.label for inst, e in zip(instances, manifest["instances"]) if e["diverged_at"] is None]
+    first = [inst.label for inst in instances if inst.seed == study.seeds[0] and inst.label in trained]
+    drawn = (first or trained)[-1:]
     for inst, entry, state in zip(instances, manifest["instances"], states):
         if entry["diverged_at"] is not None:  # non-finite weights: nothing to analyse, nothing to draw
             summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
@@ -58,7 +67,7 @@ def main(name: str) -> None:
         paths = {"table": out / "neurons" / f"{inst.label}.csv", "summary": out / "summaries" / f"{inst.label}.json"}
         write_csv(paths["table"], res["rows"])
         write_json(paths["summary"], res["summary"])
-        if inst.seed == study.seeds[0]:
+        if inst.label in drawn:
             paths |= {kind: out / folder / f"{inst.label}.png"
                       for kind, folder in (("figure", "instances"), ("decomposition", "decomposition"),
                                            ("spectrum", "spectrum"))}
@@ -107,6 +116,85 @@ def main(name: str) -> None:
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
     print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
+
+
+def interpret_tied(name, instances, manifest, states, metrics, world, tracker, out) -> None:
+    """Tied models: a per-feature table for every model, and the study's superposition figures drawn from the
+    lowest-loss seed of each sweep point (TMS' best-of-K restarts)."""
+    rows = metrics["instances"]
+    eps = lambda inst: inst.data.eps or world.cfg.eps  # noqa: E731
+    importance = world.importance
+    table = []
+    for inst in instances:
+        feats = metrics["features"][inst.label]
+        for i in range(world.cfg.n_features):
+            table.append({"label": inst.label, "point": inst.point_label, "seed": inst.seed, "density": eps(inst),
+                          "feature": i, "importance": 1.0 if importance is None else float(importance[i]),
+                          **{k: feats[k][i] for k in ("norm", "superposition", "dimensionality")}})
+    write_csv(out / "features.csv", table)
+    best = {}  # sweep point -> index of its lowest-loss seed
+    for j, inst in enumerate(instances):
+        if rows[inst.label]["diverged_at"] is None:
+            b = best.get(inst.point_label)
+            if b is None or rows[inst.label]["loss"] < rows[instances[b].label]["loss"]:
+                best[inst.point_label] = j
+    picks = sorted(best.values(), key=lambda j: (instances[j].model.neurons, -eps(instances[j])))
+    kind = instances[0].model.kind
+    figures = []
+    if kind in ("tms_relu", "tms_hidden"):
+        plots_tms.matrices([(eps(instances[j]), states[j]["W"].numpy(), states[j]["b"].numpy()) for j in picks],
+                           f"{name}: WᵀW and b, lowest-loss seed per density", out / "matrices.png")
+        plots_tms.norms([(eps(instances[j]), torch.tensor(metrics["features"][instances[j].label]["norm"]).numpy(),
+                          torch.tensor(metrics["features"][instances[j].label]["superposition"]).numpy())
+                         for j in picks], f"{name}: feature norms coloured by superposition", out / "norms.png")
+        figures += ["matrices.png", "norms.png"]
+    if kind == "tms_hidden":
+        plots_tms.neurons([(eps(instances[j]), states[j]["W"].numpy()) for j in picks],
+                          f"{name}: neuron weights, lowest-loss seed per density", out / "neurons.png")
+        figures.append("neurons.png")
+    if kind in ("tms_relu", "power"):
+        chosen = set(picks)
+        plots_tms.dims_per_feature([(eps(inst), rows[inst.label]["dims_per_feature"], j in chosen)
+                                    for j, inst in enumerate(instances) if rows[inst.label]["diverged_at"] is None],
+                                   f"{name}: dimensions per feature", out / "dims_per_feature.png")
+        feats = lambda j: metrics["features"][instances[j].label]  # noqa: E731
+        plots_tms.feature_dimensionality(
+            [(eps(instances[j]), torch.tensor(feats(j)["dimensionality"]).numpy(), torch.tensor(feats(j)["norm"]).numpy())
+             for j in picks], [(eps(instances[j]), rows[instances[j].label]["dims_per_feature"]) for j in picks],
+            f"{name}: feature dimensionality (lowest-loss seed per density)", out / "feature_dims.png")
+        figures += ["dims_per_feature.png", "feature_dims.png"]
+    if kind == "power":
+        plots_tms.gain_bounds(gain_series(instances, rows, world), instances[0].model.power,
+                              f"{name}: gain over outputting 0 against the bounds", out / "bounds.png")
+        figures.append("bounds.png")
+    write_json(out / "summary.json", {inst.label: {"best_of_seeds": j in picks} for j, inst in enumerate(instances)})
+    tracker.log_artifact(manifest["parent_run_id"], out / "features.csv", "interp")
+    for fig in figures:
+        tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
+    print(f"interpret@{name}: {len(instances)} tied models, figures {', '.join(figures)} in {out}")
+
+
+def gain_series(instances, rows, world) -> dict[int, dict]:
+    """Per hidden size d: the measured gains and the reference curves at each density (theory.gain_references),
+    the order curves scaled by one constant fitted at the smallest density (where both equal p·d^k)."""
+    series: dict[int, dict] = {}
+    for inst in instances:
+        row = rows[inst.label]
+        if row["diverged_at"] is None:
+            s = series.setdefault(inst.model.neurons, {"p": [], "gain": []})
+            s["p"].append(inst.data.eps or world.cfg.eps)
+            s["gain"].append(row["gain"])
+    k = instances[0].model.power
+    for d, s in series.items():
+        p_u = sorted(set(s["p"]))
+        s["p_u"] = p_u
+        s["gain_mean"] = [statistics.fmean(g for p, g in zip(s["p"], s["gain"]) if p == q) for q in p_u]
+        refs = [gain_references(q, world.cfg.n_features, d, k, world.cfg.values) for q in p_u]
+        for key, ref in (("linear", "linear"), ("unsuperposed", "unsuperposed"), ("lower", "order_lower"),
+                         ("upper", "order_upper")):
+            s[key] = [r[ref] for r in refs]
+        s["scale"] = s["gain_mean"][0] / s["upper"][0]
+    return series
 
 
 if __name__ == "__main__":

@@ -9,16 +9,35 @@ from common import groups, load_manifest, load_states, result_dir, run, study_pa
 from monosem.artifacts import atomic_path, load_world, write_json
 from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
                              single_feature_activations, spearman)
-from monosem.models import ToyModels
+from monosem.models import models_from_states
+from monosem.superposition import measure_tied
+from monosem.theory import gain_references
 from monosem.tracking import Tracker
 from monosem.worlds import generator
 
 SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99",
               "mono_scale_vs_frac_mono_spearman", "n_dead", "bias_mean_mono",
               "bias_mean_poly", "bias_mean_live", "n_bias_positive", "noise_change_mono", "noise_change_poly")
+# Tied models (TMS and the bounds' power model): what measure_tied gives, and the gain's reference lines.
+TIED_SUMMARISED = ("loss", "gain", "features_learned", "dims_per_feature", "sum_dimensionality", "n_represented",
+                   "mean_superposition", "bias_mean", "n_mono", "mono_per_neuron", "lecomte_poly", "weight_share_mean")
 
 
-def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+def jermyn_values(model, world, eval_x, eval_target, states, members, instances) -> dict:
+    """The paper's metrics, the monosemantic scale and the noise response of one density group."""
+    values = measure(model, world.probes, eval_x, eval_target)
+    h = model.hidden(eval_x.expand(len(members), *eval_x.shape))  # (inst, samples, k)
+    ms = torch.stack([monosemantic_scale(h[j], states[i]["act_mean"], states[i]["act_var"])
+                      for j, i in enumerate(members)])  # one instance at a time: bounded memory
+    fm = frac_mono(single_feature_activations(model, world.probes))
+    values["mono_scale_mean"] = ms.mean(-1)
+    values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
+    # Eval-time noise at each model's own training σ; the same draw for every model of the study.
+    sigma = torch.tensor([instances[i].train.noise_std for i in members])
+    return values | noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
+
+
+def summarise(rows: list[dict], keys: tuple[str, ...] = SUMMARISED) -> dict[str, dict[str, float]]:
     """Mean and spread over the seeds of each sweep point (diverged instances left out)."""
     points: dict[str, list[dict]] = {}
     for row in rows:
@@ -27,8 +46,8 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     for point, members in points.items():
         ok = [r for r in members if r["diverged_at"] is None]
         stats: dict[str, float] = {"seeds": len(ok), "diverged": len(members) - len(ok)}
-        for key in SUMMARISED:
-            vals = [r[key] for r in ok if r[key] == r[key]]  # drop NaN (e.g. no mono neuron to average)
+        for key in keys:
+            vals = [r[key] for r in ok if key in r and r[key] == r[key]]  # drop NaN (e.g. no mono neuron to average)
             stats[key] = statistics.fmean(vals) if vals else float("nan")
             stats[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else float("nan")
         out[point] = stats
@@ -42,33 +61,38 @@ def main(name: str) -> None:
     base_world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, base_world)
 
-    rows = [None] * len(instances)
+    rows, features = [None] * len(instances), {}
+    tied = instances[0].model.kind != "jermyn"
     for members in groups(instances, by_density=True):  # each density has its own eval set
         world = base_world.with_eps(instances[members[0]].data.eps)
         eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
-        model = ToyModels.from_states([states[i] for i in members], instances[members[0]].model.activation)
-        values = measure(model, world.probes, eval_x, eval_target)
-        h = model.hidden(eval_x.expand(len(members), *eval_x.shape))  # (inst, samples, k)
-        ms = torch.stack([monosemantic_scale(h[j], states[i]["act_mean"], states[i]["act_var"])
-                          for j, i in enumerate(members)])  # one instance at a time: bounded memory
-        fm = frac_mono(single_feature_activations(model, world.probes))
-        values["mono_scale_mean"] = ms.mean(-1)
-        values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
-        # Eval-time noise at each model's own training σ; the same draw for every model of the study.
-        sigma = torch.tensor([instances[i].train.noise_std for i in members])
-        values |= noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
+        cfg = instances[members[0]].model
+        model = models_from_states([states[i] for i in members], cfg)
+        if not tied:
+            values = jermyn_values(model, world, eval_x, eval_target, states, members, instances)
+        else:
+            values, per_feature = measure_tied(model, eval_x, world.importance)
+            if cfg.kind == "power":  # the bounds' reference lines at this density and width
+                refs = gain_references(world.cfg.eps, world.cfg.n_features, cfg.neurons, cfg.power, world.cfg.values)
+                values |= {f"gain_{k}": torch.full((len(members),), v) for k, v in refs.items()}
+            for j, i in enumerate(members):
+                features[manifest["instances"][i]["label"]] = {k: v[j].tolist() for k, v in per_feature.items()}
         for j, i in enumerate(members):
             entry = manifest["instances"][i]
             rows[i] = {"label": entry["label"], "point": instances[i].point_label, "seed": instances[i].seed,
                        **{f"sweep.{k}": v for k, v in instances[i].point.items()},
                        "diverged_at": entry["diverged_at"],
+                       **({"density": world.cfg.eps, "neurons": cfg.neurons} if tied else {}),
+                       **({"power": cfg.power} if cfg.kind == "power" else {}),
                        **{k: v[j].item() for k, v in values.items()}}
 
     out = result_dir(name)
-    points = summarise(rows)
+    keys = TIED_SUMMARISED + tuple(k for k in rows[0] if k.startswith("gain_")) if tied else SUMMARISED
+    points = summarise(rows, keys)
     write_json(out / "metrics.json", {"study": name, "world": manifest["world"], "n_features": base_world.cfg.n_features,
-                                      "sweep": list(params.studies[name].sweep), "points": points,
-                                      "instances": {r["label"]: r for r in rows}})
+                                      "kind": instances[0].model.kind, "sweep": list(params.studies[name].sweep),
+                                      "points": points, "instances": {r["label"]: r for r in rows}}
+               | ({"features": features} if tied else {}))
     with atomic_path(out / "instances.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -78,11 +102,12 @@ def main(name: str) -> None:
     for entry, row in zip(manifest["instances"], rows):
         numeric = {f"final.{k}": v for k, v in row.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "diverged_at")
-                   and not k.startswith("sweep.") and v == v}
+                   and not k.startswith("sweep.") and k not in ("density", "neurons", "power") and v == v}
         tracker.log_metrics(entry["run_id"], numeric, step=steps)
     for point, stats in points.items():
+        shown = ("dims_per_feature", "D*") if tied else ("mono_per_feature", "#mono/#features")
         print(f"measure@{name}: {point:>24}  loss {stats['loss']:.4f} ± {stats['loss_std']:.4f}  "
-              f"#mono/#features {stats['mono_per_feature']:.3f} ± {stats['mono_per_feature_std']:.3f}")
+              f"{shown[1]} {stats[shown[0]]:.3f} ± {stats[shown[0] + '_std']:.3f}")
 
 
 if __name__ == "__main__":

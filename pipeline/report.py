@@ -18,6 +18,14 @@ COLUMNS = [("loss", "eval loss", 4), ("mono_per_feature", "#mono/#features", 3),
            ("mono_per_feature_at_0.99", "#mono/#features at 0.99", 3),
            ("n_dead", "dead", 1), ("bias_mean_mono", "bias mono", 3), ("bias_mean_poly", "bias poly", 3),
            ("bias_mean_live", "bias live", 3)]
+# Tied models (TMS and the bounds' power model).
+TIED_COLUMNS = [("loss", "eval loss", 4), ("features_learned", "‖W‖²_F", 2), ("dims_per_feature", "D* = m/‖W‖²_F", 3),
+                ("sum_dimensionality", "Σ D_i", 2), ("n_represented", "represented", 1),
+                ("mean_superposition", "superposition", 3), ("bias_mean", "mean b", 3)]
+NEURON_COLUMNS = [("mono_per_neuron", "#mono/#neurons", 3), ("lecomte_poly", "Lecomte poly", 1),
+                  ("weight_share_mean", "weight share", 3)]
+GAIN_COLUMNS = [("gain", "gain L̃", 4), ("gain_linear", "linear", 4), ("gain_unsuperposed", "unsuperposed", 4),
+                ("gain_total", "pnμ₂", 4)]
 # Shown only for studies that have them (models trained with input noise).
 NOISE_COLUMNS = [("noise_change_mono", "noise Δh/h mono", 3), ("noise_change_poly", "noise Δh/h poly", 3)]
 
@@ -167,7 +175,8 @@ def studies_table(params) -> list[str]:
         w, t = params.worlds[st.world], st.train
         swept = {k for axis in st.axes() for k in axis}
         show = lambda key, value: "Var" if key in swept else f"{value:g}"  # noqa: E731
-        rows.append(f"| {name} | {w.task} | {st.model.activation} | {w.distribution} | "
+        act = st.model.activation if st.model.kind == "jermyn" else st.model.kind
+        rows.append(f"| {name} | {w.task} | {act} | {w.distribution} | "
                     f"{show('model.neurons', st.model.neurons)} | {show('data.eps', st.data.eps or w.eps)} | "
                     f"{show('train.lr', t.lr)} | {show('train.bias_decay', t.bias_decay)} | "
                     f"{show('train.bias_offset', t.bias_offset)} | {show('train.l1', t.l1)} | "
@@ -210,6 +219,24 @@ def study_section(name: str, study, metrics: dict, manifest: dict, figures: list
     return "\n".join(lines) + "\n"
 
 
+def tied_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
+    """A tied-model study: geometry per density (mean ± std over seeds), and its figures."""
+    kind = study.model.kind
+    columns = TIED_COLUMNS + (NEURON_COLUMNS if kind == "tms_hidden" else []) + (GAIN_COLUMNS if kind == "power" else [])
+    lines = [f"## {name}", "",
+             f"World `{study.world}`; {kind}, m = {study.model.neurons}" + (f", k = {study.model.power}" if kind == "power" else "")
+             + f"; {study.train.steps} steps of batch {study.train.batch_size}, {study.train.optimizer} lr "
+             f"{study.train.lr:g}, weight decay {study.train.weight_decay:g}; sweep {dict(study.sweep)}; seeds "
+             f"{study.seeds}. Trained in {manifest['train_seconds']:.0f} s. Mean ± std over seeds; figures show the "
+             f"lowest-loss seed of each point. Per-feature norms, superposition and D_i: `results/{name}/interp/features.csv`.",
+             "", "| point | seeds | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for point, stats in metrics["points"].items():
+        lines.append(f"| {point} | {stats['seeds']} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns) + " |")
+    lines.append("")
+    lines += [f"![{name} {fig}](figures/{name}-{fig})" for fig in figures]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     params = load_params()
     studies, sections = {}, []
@@ -220,18 +247,20 @@ def main() -> None:
         manifest = read_json(model_dir(name) / "instances.json")
         studies[name] = metrics
         figures = sorted(p.name for p in (result_dir(name) / "interp").glob("*.png"))
-        order = ["training.png", "mono_sweep.png", "noise.png", "sfa.png", "bias.png"]
+        order = ["training.png", "mono_sweep.png", "noise.png", "sfa.png", "bias.png", "bounds.png", "matrices.png",
+                 "norms.png", "neurons.png", "dims_per_feature.png", "feature_dims.png"]
         figures.sort(key=lambda f: order.index(f) if f in order else len(order))
         for fig in figures:
             shutil.copyfile(result_dir(name) / "interp" / fig, REPORTS / "figures" / f"{name}-{fig}")
-        sections.append(study_section(name, study, metrics, manifest, figures))
+        section = study_section if study.model.kind == "jermyn" else tied_section
+        sections.append(section(name, study, metrics, manifest, figures))
 
     interp, mech_figures = {}, {}
-    for name in params.studies:
+    for name in (n for n, st in params.studies.items() if st.model.kind == "jermyn"):  # the paper's neurons
         interp[name] = read_json(result_dir(name) / "interp" / "summary.json")
         analysed = [label for label, summary in interp[name].items() if "diverged_at" not in summary]
         mech_figures[name] = []
-        # Shown: the last sweep point with drawn figures (the first seed of each point that trained is drawn).
+        # Shown: the model with drawn figures (interpret draws the first seed of the last point that trained).
         drawn = [lb for lb in analysed if (result_dir(name) / "interp" / "decomposition" / f"{lb}.png").exists()]
         shown = drawn[-1] if drawn else None
         for kind in ("decomposition", "spectrum") if shown else ():
@@ -245,8 +274,10 @@ def main() -> None:
                    "| claim | verdict | criterion | evidence |", "|---|---|---|---|"]
     claim_lines += [f"| {c['claim']} | **{verdict[c['holds']]}** | {c['criterion']} | {c['evidence']} |" for c in claims]
 
-    worlds = ["| world | N | m | ε | distribution | task | eval samples |", "|---|---|---|---|---|---|---|"]
-    worlds += [f"| {n} | {w.n_features} | {w.d_embed} | {w.eps:g} | {w.distribution} | {w.task} | {w.n_eval} |"
+    worlds = ["| world | N | m | ε | distribution | values | importance I_i | task | eval samples |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    worlds += [f"| {n} | {w.n_features} | {w.d_embed} | {w.eps:g} | {w.distribution} | {w.values} | "
+               f"{'1' if w.importance_decay == 1 else f'{w.importance_decay:g}^i'} | {w.task} | {w.n_eval} |"
                for n, w in params.worlds.items()]
     text = "\n".join(["# monosem report", "",
                       "Engineering monosemanticity in toy models (Jermyn, Schiefer & Hubinger 2022), reproduced by "

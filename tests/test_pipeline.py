@@ -31,7 +31,8 @@ def test_repro_produces_every_output(repo):
             assert (repo / f"results/{study}/interp/{fig}").stat().st_size > 10_000
         assert len(list((repo / f"results/{study}/interp/neurons").glob("*.csv"))) == 4
     for kind in ("decomposition", "spectrum", "instances"):
-        assert len(list((repo / f"results/LR3/interp/{kind}").glob("*.png"))) == 2  # first seed of each point
+        drawn = [p.name for p in (repo / f"results/LR3/interp/{kind}").glob("*.png")]
+        assert drawn == ["lr=0.03,seed=0.png"]  # the first seed of the last point
     summary = json.loads((repo / "results/LR5/interp/summary.json").read_text())
     assert len(summary) == 2 and all("abs_features_pair" in s and "poly_r2_rank_m" in s for s in summary.values())
     claims = json.loads((repo / "reports/claims.json").read_text())
@@ -84,11 +85,14 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     assert {"loss", "mono_per_feature", "mean_bias", "final.loss", "final.mono_per_feature",
             "interp.poly_r2_rank_m", "interp.n_mono_at_0.99"} <= set(run.data.metrics)
     assert len(c.get_metric_history(run.info.run_id, "loss")) >= 8
-    artifacts = {a.path for kind in ("table", "figure", "decomposition", "spectrum", "summary")
-                 for a in c.list_artifacts(run.info.run_id, f"interp/{kind}")}
+    kinds = ("table", "figure", "decomposition", "spectrum", "summary")
+    artifacts = lambda run_id: {a.path for kind in kinds for a in c.list_artifacts(run_id, f"interp/{kind}")}  # noqa: E731
     label = manifest["instances"][0]["label"]
+    assert artifacts(run.info.run_id) == {f"interp/table/{label}.csv", f"interp/summary/{label}.json"}
+    drawn = next(e for e in manifest["instances"] if e["label"] == "lr=0.03,seed=0")  # figures: this model only
+    label = drawn["label"]
     assert {f"interp/table/{label}.csv", f"interp/decomposition/{label}.png", f"interp/spectrum/{label}.png",
-            f"interp/figure/{label}.png", f"interp/summary/{label}.json"} == artifacts
+            f"interp/figure/{label}.png", f"interp/summary/{label}.json"} == artifacts(drawn["run_id"])
     assert [a.path for a in c.list_artifacts(run.info.run_id, "model")] == ["model/model.safetensors"]
     exp = client(repo)[1]
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"

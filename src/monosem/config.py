@@ -26,9 +26,22 @@ class World(_Strict):
     d_embed: int = Field(ge=1, description="m, the dimension of x = P f")
     eps: float = Field(gt=0, le=1, description="feature density ε (mean of p_i)")
     distribution: Literal["uniform", "power_law"] = "uniform"
-    task: Literal["decoder", "reprojector", "abs"] = "decoder"
+    task: Literal["decoder", "reprojector", "abs", "tms"] = "decoder"
+    values: Literal["uniform", "signed_uniform", "gaussian"] = Field(
+        default="uniform", description="a present feature's value: U[0,1), U[-1,1) or N(0,1) (tms task only)")
+    importance_decay: float = Field(default=1.0, gt=0, le=1,
+                                    description="feature i's loss weight I_i = decay^i, i = 0..N-1 (tms task only)")
     n_eval: int = Field(default=8192, ge=1, description="size of the held-out evaluation set")
     seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _tms_fields(self) -> World:
+        if self.task == "tms" and self.d_embed != self.n_features:
+            raise ValueError(f"the tms task feeds the features in directly (x = f): d_embed must equal "
+                             f"n_features = {self.n_features}")
+        if self.task != "tms" and (self.values != "uniform" or self.importance_decay != 1):
+            raise ValueError("values and importance_decay apply to the tms task only")
+        return self
 
 
 class DataCfg(_Strict):
@@ -36,9 +49,26 @@ class DataCfg(_Strict):
                               description="feature density ε of this study's data; null: the world's")
 
 
+# Elhage et al.'s tied models of superposition (and the power-activation autoencoder of the loss bounds),
+# beside the paper's feature decoder ("jermyn"). They train on tms worlds only.
+TMS_KINDS = ("tms_relu", "tms_hidden", "power")
+
+
 class ModelCfg(_Strict):
-    neurons: int = Field(ge=1, description="k, the width of the hidden layer")
+    kind: Literal["jermyn", "tms_relu", "tms_hidden", "power"] = Field(
+        default="jermyn", description="jermyn: act(W1 x + b1) then W2; tms_relu: ReLU(WᵀWx + b); "
+                                      "tms_hidden: ReLU(Wᵀ ReLU(Wx) + b); power: (WᵀWx)^power")
+    neurons: int = Field(ge=1, description="k, the width of the hidden layer (m in the TMS models)")
     activation: Literal["relu", "gelu", "solu"] = "relu"
+    power: int = Field(default=3, ge=1, le=15, description="odd exponent k of the power model")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ModelCfg:
+        if self.kind == "power" and self.power % 2 == 0:
+            raise ValueError(f"power = {self.power}: the bounds need an odd power")
+        if self.kind != "jermyn" and self.activation != "relu":
+            raise ValueError(f"activation applies to kind jermyn only; {self.kind}'s nonlinearity is fixed")
+        return self
 
 
 class TrainCfg(_Strict):
@@ -54,19 +84,24 @@ class TrainCfg(_Strict):
     inhibit: float = Field(default=0.0, ge=0, description="coefficient of the L2E inhibition of monosemantic neurons")
     inhibit_frac: float = Field(default=0.02, gt=0, lt=1, description="share of (sample, neuron) pairs inhibited")
     log_points: int = Field(default=100, ge=1, description="curve points besides the powers of two")
+    optimizer: Literal["lamb", "adamw"] = Field(
+        default="lamb", description="lamb: the paper's, cosine schedule; adamw: TMS's, constant learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, lt=1, description="AdamW's decoupled weight decay")
 
     @model_validator(mode="after")
     def _decay_keeps_bias_sign(self) -> TrainCfg:
         if self.bias_decay * self.lr >= 1:
             raise ValueError(f"bias_decay * lr = {self.bias_decay * self.lr:g} must be < 1 (b <- b (1 - decay lr))")
+        if self.optimizer == "lamb" and self.weight_decay:
+            raise ValueError("weight_decay applies to adamw only (the paper's LAMB has none)")
         return self
 
 
 # Parameters that may differ between instances trained side by side in one batched module.
 PER_INSTANCE = ("data.eps", "train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
-                "train.inhibit", "train.inhibit_frac")
+                "train.inhibit", "train.inhibit_frac", "train.weight_decay")
 # Everything else that may be swept; instances that differ here form separate shape groups.
-SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "train.steps", "train.batch_size",
+SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "model.power", "train.steps", "train.batch_size",
                             "train.t_max", "train.log_points")
 
 
@@ -123,7 +158,7 @@ class Instance(_Strict):
         """Instances that agree on everything but the per-instance knobs (PER_INSTANCE, and the feature
         density, drawn per instance from shared streams) train together."""
         m, t = self.model, self.train
-        return (m.neurons, m.activation, t.steps, t.batch_size, t.t_max, t.log_points)
+        return (m.kind, m.neurons, m.activation, m.power, t.steps, t.batch_size, t.t_max, t.log_points, t.optimizer)
 
     @property
     def point_label(self) -> str:
@@ -192,6 +227,11 @@ def _check_sweeps(params: Params) -> None:
         if study.world not in params.worlds:
             raise ParamsError(f"studies.{name}.world = {study.world!r}: no such world; "
                               f"allowed: {sorted(params.worlds)}")
+        tms_world = params.worlds[study.world].task == "tms"
+        if (study.model.kind in TMS_KINDS) != tms_world:
+            raise ParamsError(f"studies.{name}.model.kind = {study.model.kind!r}: world {study.world!r} has task "
+                              f"{params.worlds[study.world].task!r}; kinds {list(TMS_KINDS)} train on tms worlds, "
+                              f"jermyn on the others")
         swept = [k for key in study.sweep for k in axis_keys(key)]
         for key, values in study.sweep.items():
             where = f"studies.{name}.sweep.{key}"
@@ -213,6 +253,8 @@ def _check_sweeps(params: Params) -> None:
         labels = [inst.label for inst in study.instances()]
         if len(set(labels)) != len(labels):
             raise ParamsError(f"studies.{name}.sweep: repeated sweep values give duplicate instances")
+        if study.model.kind in TMS_KINDS and any(i.train.bias_offset or i.train.bias_decay for i in study.instances()):
+            raise ParamsError(f"studies.{name}.train: bias_offset and bias_decay apply to kind jermyn only")
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:

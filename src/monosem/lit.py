@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from .config import Instance
 from .interventions import inhibition_penalty, moving_threshold, phi
 from .metrics import count_mono, single_feature_activations
-from .models import ToyModels, l1_penalty, task_loss
-from .optim import BatchedLamb, cosine_factor, decay_bias
+from .models import build_models, l1_penalty, task_loss
+from .optim import BatchedAdamW, BatchedLamb, cosine_factor, decay_bias
 from .worlds import WorldData, derive_seed
 
 CURVES = ("loss", "mono_per_feature", "mean_bias")
@@ -82,7 +82,8 @@ class ToyStudyModule(L.LightningModule):
         cfg0 = instances[0]
         self.steps, self.t_max = cfg0.train.steps, cfg0.train.t_max
         self.world = world
-        self.model = ToyModels(len(instances), world.cfg.d_embed, cfg0.model.neurons, world.d_out, cfg0.model.activation)
+        self.kind, self.optimizer_name = cfg0.model.kind, cfg0.train.optimizer
+        self.model = build_models(len(instances), cfg0.model, world.cfg.d_embed, world.d_out)
         for i, inst in enumerate(instances):
             self.model.init_instance(i, inst.seed, inst.train.bias_offset)
         per = lambda name: torch.tensor([getattr(i.train, name) for i in instances])  # noqa: E731
@@ -93,6 +94,8 @@ class ToyStudyModule(L.LightningModule):
         self.register_buffer("noise_std", per("noise_std"))
         self.register_buffer("inhibit", per("inhibit"))
         self.register_buffer("inhibit_frac", per("inhibit_frac"))
+        self.register_buffer("weight_decay", per("weight_decay"))
+        self.use_decay = bool(self.decay.any())
         self.register_buffer("inhibit_tau", torch.full((len(instances),), float("nan")))
         self.use_inhibit = bool(self.inhibit.any())
         # Skipping a zero penalty (or zero noise) saves up to a third of the step.
@@ -118,7 +121,10 @@ class ToyStudyModule(L.LightningModule):
         self.automatic_optimization = False
 
     def configure_optimizers(self):
-        self.optimizer = BatchedLamb(self.model.parameters(), lr=self.lr.clone())
+        if self.optimizer_name == "adamw":
+            self.optimizer = BatchedAdamW(self.model.parameters(), lr=self.lr.clone(), weight_decay=self.weight_decay)
+        else:
+            self.optimizer = BatchedLamb(self.model.parameters(), lr=self.lr.clone())
         return self.optimizer
 
     def train_dataloader(self):
@@ -135,6 +141,7 @@ class ToyStudyModule(L.LightningModule):
         trainer = self._trainer
         self.rank, self.ranks = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         self.world = self.world.to(self.device)
+        self.importance = self.world.importance
         self.stream.reset(self.device)
         self._loss_sum = torch.zeros_like(self.lr)
         self._loss_n = 0
@@ -201,7 +208,8 @@ class ToyStudyModule(L.LightningModule):
         loss, task = self.loss(step)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        opt.optimizer.param_groups[0]["lr"] = self.lr * cosine_factor(step, self.t_max)
+        if self.optimizer_name == "lamb":  # the paper's cosine schedule; AdamW (TMS) keeps its rate constant
+            opt.optimizer.param_groups[0]["lr"] = self.lr * cosine_factor(step, self.t_max)
         opt.step()
         self.after_update(step, task)
 
@@ -218,7 +226,7 @@ class ToyStudyModule(L.LightningModule):
         inhibition = self._inhibition(h) if self.use_inhibit and self.act_count > 1 else None
         if self.use_inhibit or step % TRACK_EVERY == 0:
             self._track_activations(h.detach())
-        loss = task = task_loss(y, self.world.targets(f))
+        loss = task = task_loss(y, self.world.targets(f), self.importance)
         if self.use_l1:
             loss = loss + self.l1 * l1_penalty(h)
         if self.use_l1_out:  # the "lasso" of the paper's discussion: L1 on the outputs as well
@@ -229,8 +237,8 @@ class ToyStudyModule(L.LightningModule):
 
     def after_update(self, step: int, task: Tensor) -> None:
         """Bias decay (first half only), then bookkeeping: divergence flag, loss average, curve points."""
-        if step < self.steps / 2:
-            decay_bias(self.model.b1, self.decay, self.lr)
+        if self.use_decay and step < self.steps / 2:
+            decay_bias(self.model.bias, self.decay, self.lr)
         # torch.where, not a masked assignment: index_put_ is slow under deterministic algorithms.
         self.diverged_at.copy_(torch.where(~torch.isfinite(task) & (self.diverged_at < 0), step, self.diverged_at))
         self._loss_sum += task
@@ -266,11 +274,12 @@ class ToyStudyModule(L.LightningModule):
 
     @torch.no_grad()
     def _record(self, step: int) -> None:
-        sfa = single_feature_activations(self.model, self.world.probes)
         loss_sum = self.all_gather(self._loss_sum).mean(0) if self.ranks > 1 else self._loss_sum
-        row = {"loss": loss_sum / self._loss_n,
-               "mono_per_feature": count_mono(sfa) / self.world.cfg.n_features,
-               "mean_bias": self.model.b1.mean(-1)}
+        if self.kind in ("jermyn", "tms_hidden"):  # models whose hidden units are neurons (a privileged basis)
+            mono = count_mono(single_feature_activations(self.model, self.world.probes)) / self.world.cfg.n_features
+        else:
+            mono = torch.full_like(self.lr, float("nan"))
+        row = {"loss": loss_sum / self._loss_n, "mono_per_feature": mono, "mean_bias": self.model.bias.mean(-1)}
         self.curves.steps.append(step)
         for k, v in row.items():
             self.curves.values[k].append(v.cpu())

@@ -1,7 +1,9 @@
-"""The paper's toy model, many independent instances stacked on a leading instance axis.
+"""The toy models, many independent instances stacked on a leading instance axis.
 
 Jermyn et al. 2022, §2 (Eqs. 4–6): x = P f, h = act(W1 x + b1), y = W2 h, with no output bias and no
 output nonlinearity. Instance i has its own W1[i], b1[i], W2[i] and never sees another's.
+Elhage et al. 2022's tied models of superposition and the power-activation autoencoder of the loss bounds
+(Basu Roy Chowdhury & Weiner 2026): `TiedModels`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class ToyModels(nn.Module):
         self.b1[i] = uniform((k,), 1 / math.sqrt(m)) + bias_offset
         self.W2[i] = uniform(self.W2.shape[1:], 1 / math.sqrt(k))
 
+    @property
+    def bias(self) -> Tensor:
+        return self.b1
+
     def hidden(self, x: Tensor) -> Tensor:
         """x (inst, batch, m) → h (inst, batch, k)."""
         return self.act(torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2)))
@@ -72,9 +78,84 @@ class ToyModels(nn.Module):
         return model
 
 
-def task_loss(y: Tensor, target: Tensor) -> Tensor:
-    """Σ_outputs (y − target)² / B per instance: summed over outputs, averaged over the batch."""
-    return (y - target).pow(2).sum(-1).mean(-1)
+class TiedModels(nn.Module):
+    """`n_inst` tied models with W (inst, m, n): column W_i is feature i's direction in the m hidden dims.
+
+    - tms_relu (TMS "ReLU output"):      x' = ReLU(WᵀWx + b)
+    - tms_hidden (TMS privileged basis): h = ReLU(Wx), x' = ReLU(Wᵀh + b), no hidden bias
+    - power (the loss bounds' model):    x' = (WᵀWx)^k elementwise, odd k, no bias (b stays 0, a buffer)
+    """
+
+    def __init__(self, n_inst: int, n_features: int, n_hidden: int, kind: str, power: int = 3):
+        super().__init__()
+        self.kind, self.power = kind, power
+        self.W = nn.Parameter(torch.empty(n_inst, n_hidden, n_features))
+        b = torch.zeros(n_inst, n_features)
+        if kind == "power":
+            self.register_buffer("b", b)
+        else:
+            self.b = nn.Parameter(b)
+
+    @property
+    def n_inst(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def bias(self) -> Tensor:
+        return self.b
+
+    @torch.no_grad()
+    def init_instance(self, i: int, seed: int, bias_offset: float = 0.0) -> None:
+        """Xavier-normal W with the single model's fans, std √(2/(n + m)), and b = 0, as TMS' notebook (a 3-D
+        xavier_normal_ would take its fans from the instance axis too). bias_offset is 0 (checked in params)."""
+        gen = generator(seed, "init")
+        m, n = self.W.shape[1:]
+        self.W[i] = torch.randn((m, n), generator=gen) * math.sqrt(2 / (n + m))
+        self.b[i] = bias_offset
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """x (inst, batch, n) → h = Wx (ReLU(Wx) for tms_hidden), (inst, batch, m)."""
+        h = torch.bmm(x, self.W.transpose(1, 2))
+        return F.relu(h) if self.kind == "tms_hidden" else h
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.hidden(x)
+        if self.kind == "power":
+            return h, torch.bmm(h, self.W).pow(self.power)
+        return h, F.relu(torch.baddbmm(self.b.unsqueeze(1), h, self.W))
+
+    def instance_state(self, i: int) -> dict[str, Tensor]:
+        return {"W": self.W[i].detach().clone(), "b": self.b[i].detach().clone()}
+
+    @classmethod
+    def from_states(cls, states: list[dict[str, Tensor]], kind: str, power: int = 3) -> TiedModels:
+        m, n = states[0]["W"].shape
+        model = cls(len(states), n, m, kind, power)
+        with torch.no_grad():
+            model.W.copy_(torch.stack([s["W"] for s in states]))
+            model.b.copy_(torch.stack([s["b"] for s in states]))
+        return model
+
+
+def build_models(n_inst: int, model_cfg, d_in: int, d_out: int) -> ToyModels | TiedModels:
+    """The batched module of a study's model kind (config.ModelCfg)."""
+    if model_cfg.kind == "jermyn":
+        return ToyModels(n_inst, d_in, model_cfg.neurons, d_out, model_cfg.activation)
+    return TiedModels(n_inst, d_in, model_cfg.neurons, model_cfg.kind, model_cfg.power)
+
+
+def models_from_states(states: list[dict[str, Tensor]], model_cfg) -> ToyModels | TiedModels:
+    if model_cfg.kind == "jermyn":
+        return ToyModels.from_states(states, model_cfg.activation)
+    return TiedModels.from_states(states, model_cfg.kind, model_cfg.power)
+
+
+def task_loss(y: Tensor, target: Tensor, importance: Tensor | None = None) -> Tensor:
+    """Σ_outputs I_o (y − target)² / B per instance: summed over outputs (weights I_o, TMS' importance; 1 if
+    None), averaged over the batch. For TMS this is the paper's per-sample loss; its notebook's mean over
+    features is this / n."""
+    err = (y - target).pow(2)
+    return (err if importance is None else err * importance).sum(-1).mean(-1)
 
 
 def l1_penalty(h: Tensor) -> Tensor:

@@ -63,3 +63,34 @@ class BatchedLamb(torch.optim.Optimizer):
 def decay_bias(bias: Tensor, decay: Tensor, base_lr: Tensor) -> None:
     """b ← b·(1 − decay·lr) per instance, with the base (unscheduled) learning rate."""
     bias.mul_(_per_instance(1 - decay * base_lr, bias))
+
+
+class BatchedAdamW(torch.optim.Optimizer):
+    """`torch.optim.AdamW` (betas 0.9/0.999, eps 1e-8, bias correction, decoupled weight decay
+    p ← p·(1 − lr·wd)), with a learning rate and a weight decay per instance (the leading axis): TMS'
+    optimiser (its notebook: AdamW, lr 1e-3, torch's default weight decay 0.01, constant schedule)."""
+
+    def __init__(self, params, lr: Tensor, weight_decay: Tensor, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros(())
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                lr = _per_instance(group["lr"], p)
+                p.mul_(1 - lr * _per_instance(group["weight_decay"], p))
+                m.lerp_(p.grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denom = (v / (1 - beta2 ** t)).sqrt_().add_(group["eps"])
+                p.sub_(lr / (1 - beta1 ** t) * m / denom)

@@ -8,6 +8,7 @@ Q f with a second embedder (random re-projector) or |f| (absolute value).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,8 @@ def feature_probs(n_features: int, eps: float, distribution: str) -> Tensor:
     return p.clamp(max=1.0).float()
 
 
-def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: bool = False) -> Tensor:
+def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: bool = False,
+                    values: str = "uniform") -> Tensor:
     """f = U[0,1) values times Bernoulli(p_i) masks, shape (..., batch, N) for probs of shape (..., N).
 
     Several rows of probabilities (densities) share one draw of uniforms, so each row's
@@ -67,7 +69,24 @@ def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: boo
     # was 45% of a step at batch 1024).
     u = torch.rand(batch, probs.shape[-1], generator=gen, device=probs.device)
     p = probs.unsqueeze(-2)
-    return torch.where(u < p, u / p, 0.0)
+    if values == "uniform":
+        return torch.where(u < p, u / p, 0.0)
+    # Symmetric values for the bounds' power model, from the same uniform: w ~ U(0,1) given presence (u is
+    # on a grid of 2^-24: half a step keeps w off 0 and 1), then U[-1,1) or, by the inverse normal CDF,
+    # N(0,1) (its tails cut at ±5.3σ by that grid).
+    w = ((u + 2.0 ** -25) / p).clamp(max=1 - 2.0 ** -24)
+    value = 2 * w - 1 if values == "signed_uniform" else math.sqrt(2) * torch.erfinv(2 * w - 1)
+    return torch.where(u < p, value, 0.0)
+
+
+def value_moment(values: str, j: int) -> float:
+    """μ_j = E ξ^j of a present feature's value: U[0,1): 1/(j+1); U[-1,1): 1/(j+1) for even j, else 0;
+    N(0,1): (j−1)!! for even j, else 0."""
+    if values == "uniform":
+        return 1 / (j + 1)
+    if j % 2:
+        return 0.0
+    return 1 / (j + 1) if values == "signed_uniform" else float(math.prod(range(j - 1, 0, -2)))
 
 
 @dataclass
@@ -84,11 +103,21 @@ class WorldData:
     def d_out(self) -> int:
         return self.cfg.d_embed if self.cfg.task == "reprojector" else self.cfg.n_features
 
+    @property
+    def importance(self) -> Tensor | None:
+        """Per-output loss weights I_i = decay^i of the tms task (TMS: L = Σ_i I_i (x_i − x'_i)²); None: all 1."""
+        if self.cfg.importance_decay == 1:
+            return None
+        return self.cfg.importance_decay ** torch.arange(self.cfg.n_features, dtype=torch.float64).float().to(self.P.device)
+
     def sample(self, batch: int, gen: torch.Generator, probs: Tensor | None = None) -> Tensor:
         """A batch at the world's feature probabilities, or at each row of `probs` (see sample_features)."""
-        return sample_features(self.probs if probs is None else probs, batch, gen, signed=self.cfg.task == "abs")
+        return sample_features(self.probs if probs is None else probs, batch, gen, signed=self.cfg.task == "abs",
+                               values=self.cfg.values)
 
     def inputs(self, f: Tensor) -> Tensor:
+        if self.cfg.task == "tms":  # TMS feeds the features in directly (P is the identity)
+            return f
         return f @ self.P.T  # (..., m)
 
     def targets(self, f: Tensor) -> Tensor:
@@ -110,7 +139,8 @@ class WorldData:
             return self
         cfg = self.cfg.model_copy(update={"eps": eps})
         probs = feature_probs(cfg.n_features, eps, cfg.distribution)
-        eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval", eps), signed=cfg.task == "abs")
+        eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval", eps), signed=cfg.task == "abs",
+                                 values=cfg.values)
         return WorldData(cfg, self.P, self.Q, probs, eval_f)
 
     def to(self, device: torch.device | str) -> WorldData:
@@ -120,8 +150,12 @@ class WorldData:
 
 def generate_world(cfg: World) -> WorldData:
     """Draw the embedders, probabilities and held-out set of a world from its seed."""
-    P = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "P"))
+    if cfg.task == "tms":
+        P = torch.eye(cfg.n_features)
+    else:
+        P = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "P"))
     Q = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "Q")) if cfg.task == "reprojector" else None
     probs = feature_probs(cfg.n_features, cfg.eps, cfg.distribution)
-    eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval"), signed=cfg.task == "abs")
+    eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval"), signed=cfg.task == "abs",
+                             values=cfg.values)
     return WorldData(cfg, P, Q, probs, eval_f)
