@@ -32,7 +32,7 @@ def matrices(panels: list[tuple[float, np.ndarray, np.ndarray]], title: str, pat
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("WᵀW")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     _save(fig, path)
 
 
@@ -44,12 +44,12 @@ def norms(panels: list[tuple[float, np.ndarray, np.ndarray]], title: str, path: 
     for ax, (p, norm, sup) in zip(axes[0], panels):
         i = np.arange(len(norm))
         ax.barh(i, norm, color=cmap(np.clip(np.sqrt(sup), 0, 1)))
-        ax.invert_yaxis()
         ax.set_title(_sparsity_label(p), fontsize=8)
         ax.set_xlabel("‖W_i‖", fontsize=8)
+    axes[0, 0].invert_yaxis()  # once: the panels share their y axis (most important feature on top)
     axes[0, 0].set_ylabel("feature (importance order)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=axes[0, -1], label="√ superposition")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     _save(fig, path)
 
 
@@ -120,7 +120,7 @@ def neurons(panels: list[tuple[float, np.ndarray]], title: str, path: str | Path
     axes[0, 0].set_ylabel("W_ji (stacked by feature)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, n - 1)), ax=axes[0, -1],
                  label="feature (importance order)")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     _save(fig, path)
 
 
@@ -146,5 +146,5 @@ def gain_bounds(series: dict[int, dict], k: int, title: str, path: str | Path) -
         ax.set_ylabel("gain L̃ = pnμ₂ − L")
         ax.set_title(f"d = {d}, k = {k} (dotted verticals: d^-k, d^(1-k))", fontsize=8)
         ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     _save(fig, path)
