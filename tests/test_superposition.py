@@ -235,3 +235,25 @@ def test_gain_claims_hold_for_a_gain_on_the_lower_order_curve_and_fail_for_a_str
     assert gain_within_bounds({"BOUNDS": on_curve})["holds"] is True
     assert gain_within_bounds({"BOUNDS": straight})["holds"] is False  # far above C·min(pd^k, d)
     assert gain_slopes({})["holds"] is None
+
+
+def test_a_tied_model_with_adamw_resumes_from_a_checkpoint_bit_identical(tmp_path):
+    from monosem.artifacts import load_tensors, save_tensors
+    from monosem.config import Study
+    from monosem.lit import ToyStudyModule, fit
+
+    world = generate_world(World(n_features=6, d_embed=6, eps=1.0, task="tms", n_eval=64))
+    study = Study(world="w", model={"kind": "tms_relu", "neurons": 2}, seeds=[0], sweep={"data.eps": [1.0, 0.2]},
+                  train={"steps": 64, "batch_size": 32, "lr": 0.01, "optimizer": "adamw", "weight_decay": 0.01,
+                         "log_points": 4})
+    full = ToyStudyModule(world, study.instances())
+    fit(full, progress=False)
+    half = ToyStudyModule(world, study.instances())
+    half.steps = 32  # stop halfway, as an interrupted run's last checkpoint
+    fit(half, progress=False)
+    tensors, meta = half.checkpoint()
+    save_tensors(tmp_path / "ck.safetensors", tensors)  # AdamW's step count is a 0-d tensor
+    resumed = ToyStudyModule(world, study.instances())
+    resumed.restore(load_tensors(tmp_path / "ck.safetensors"), meta)
+    fit(resumed, progress=False)
+    assert torch.equal(resumed.model.W, full.model.W) and torch.equal(resumed.model.b, full.model.b)
