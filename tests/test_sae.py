@@ -174,3 +174,19 @@ def test_the_cosine_matrix_is_chunked_without_changing_the_answer():
         assert torch.allclose(full[k].float(), chunked[k].float())
     value, rows, cols = mcc(D, G)
     assert len(set(rows)) == len(rows) == 40 and 0 < value <= 1
+
+
+@pytest.mark.parametrize("noise", [0.3, None])
+def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, monkeypatch):
+    import monosem.sae_metrics as sm
+
+    g = torch.Generator().manual_seed(4)
+    G = torch.randn(128, 32, generator=g)
+    D = torch.randn(384, 32, generator=g)
+    if noise is not None:  # a near-recovered dictionary: the true features, shuffled and noised, plus extra latents
+        D[:128] = G[torch.randperm(128, generator=g)] + noise * torch.randn(128, 32, generator=g)
+    dense, _, _ = sm.mcc(D, G)  # 384 × 128 pairs: solved densely
+    monkeypatch.setattr(sm, "DENSE_MATCHING", 0)
+    sparse, rows, cols = sm.mcc(D, G, candidates=8, chunk=50)
+    assert sparse == pytest.approx(dense, abs=1e-6)
+    assert len(set(rows.tolist())) == len(set(cols.tolist())) == 128

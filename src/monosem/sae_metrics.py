@@ -64,11 +64,54 @@ def best_matches(D: Tensor, G: Tensor, chunk: int = CHUNK) -> dict[str, Tensor]:
     return {"latent_best": d_best, "latent_arg": d_arg, "feature_best": g_best, "feature_arg": g_arg}
 
 
+DENSE_MATCHING = 2 ** 22  # latents × features up to which the matching is solved on the dense |cos| matrix
+
+
 @torch.no_grad()
-def mcc(D: Tensor, G: Tensor) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean |cos| over the one-to-one matching of latents to true features that maximises it (Hungarian), and
-    the matched (latent, feature) index arrays."""
-    cos = (_unit(D.float()) @ _unit(G.float()).T).abs().double().numpy()
+def mcc(D: Tensor, G: Tensor, candidates: int = 32, chunk: int = CHUNK) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean |cos| over the one-to-one matching of latents to true features that maximises it, and the matched
+    (latent, feature) index arrays.
+
+    Up to DENSE_MATCHING pairs: the Hungarian algorithm on the dense |cos| matrix (scipy's
+    linear_sum_assignment). Above (16k latents × 4k features is 2^26 pairs, 0.5 GB as float64 before scipy's
+    copies): a maximum-weight full matching on a sparse graph holding each side's `candidates` best partners
+    (scipy's min_weight_full_bipartite_matching), built a chunk of latents at a time. That is exact whenever
+    the optimal matching uses only such edges, which near-recovered dictionaries do; if the sparse graph has no
+    full matching it falls back to the dense solve."""
+    Du, Gu = _unit(D.float()), _unit(G.float())
+    if len(Du) * len(Gu) <= DENSE_MATCHING:
+        return _dense_mcc(Du, Gu)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    k_lat, k_feat = min(candidates, len(Gu)), min(candidates, len(Du))
+    lat_rows, lat_cols, lat_vals = [], [], []
+    feat_best = torch.full((len(Gu), k_feat), -1.0)
+    feat_arg = torch.zeros((len(Gu), k_feat), dtype=torch.long)
+    for start in range(0, len(Du), chunk):
+        cos = (Du[start:start + chunk] @ Gu.T).abs()  # (chunk, g)
+        v, i = cos.topk(k_lat, dim=1)  # each latent's best features
+        lat_rows.append(torch.arange(start, start + len(cos)).repeat_interleave(k_lat))
+        lat_cols.append(i.flatten())
+        lat_vals.append(v.flatten())
+        v, i = torch.cat([feat_best, cos.T], 1), torch.cat([feat_arg, torch.arange(start, start + len(cos)).expand(len(Gu), -1)], 1)
+        feat_best, pos = v.topk(k_feat, dim=1)  # each feature's best latents so far
+        feat_arg = i.gather(1, pos)
+    rows = torch.cat(lat_rows + [feat_arg.flatten()]).numpy()
+    cols = torch.cat(lat_cols + [torch.arange(len(Gu)).repeat_interleave(k_feat)]).numpy()
+    vals = torch.cat(lat_vals + [feat_best.flatten()]).double().numpy()
+    graph = coo_matrix((vals + 1e-9, (rows, cols)), shape=(len(Du), len(Gu))).tocsr()  # duplicates summed: same |cos|
+    graph.sum_duplicates()
+    try:
+        r, c = min_weight_full_bipartite_matching(graph, maximize=True)
+    except ValueError:  # no full matching among the candidates
+        return _dense_mcc(Du, Gu)
+    matched = (Du[torch.as_tensor(r)] * Gu[torch.as_tensor(c)]).sum(-1).abs()
+    return float(matched.mean()), np.asarray(r), np.asarray(c)
+
+
+def _dense_mcc(Du: Tensor, Gu: Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+    cos = (Du @ Gu.T).abs().double().numpy()
     rows, cols = linear_sum_assignment(cos, maximize=True)
     return float(cos[rows, cols].mean()), rows, cols
 
