@@ -1,7 +1,6 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
 import csv
-import statistics
 
 import pandas as pd
 import torch
@@ -11,7 +10,7 @@ from monosem import plots, plots_tms
 from monosem.artifacts import atomic_path, load_world, read_json, write_json
 from monosem.interpret import analyse
 from monosem.models import ACTIVATIONS
-from monosem.theory import gain_references
+from monosem.theory import gain_by_width, gain_references
 from monosem.tracking import Tracker
 
 
@@ -164,7 +163,7 @@ def interpret_tied(name, instances, manifest, states, metrics, world, tracker, o
             f"{name}: feature dimensionality (lowest-loss seed per density)", out / "feature_dims.png")
         figures += ["dims_per_feature.png", "feature_dims.png"]
     if kind == "power":
-        plots_tms.gain_bounds(gain_series(instances, rows, world), instances[0].model.power,
+        plots_tms.gain_bounds(gain_series(rows, world, instances[0].model.power), instances[0].model.power,
                               f"{name}: gain over outputting 0 against the bounds", out / "bounds.png")
         figures.append("bounds.png")
     write_json(out / "summary.json", {inst.label: {"best_of_seeds": j in picks} for j, inst in enumerate(instances)})
@@ -174,26 +173,22 @@ def interpret_tied(name, instances, manifest, states, metrics, world, tracker, o
     print(f"interpret@{name}: {len(instances)} tied models, figures {', '.join(figures)} in {out}")
 
 
-def gain_series(instances, rows, world) -> dict[int, dict]:
-    """Per hidden size d: the measured gains and the reference curves at each density (theory.gain_references),
-    the order curves scaled by one constant fitted at the smallest density (where both equal p·d^k)."""
-    series: dict[int, dict] = {}
-    for inst in instances:
-        row = rows[inst.label]
-        if row["diverged_at"] is None:
-            s = series.setdefault(inst.model.neurons, {"p": [], "gain": []})
-            s["p"].append(inst.data.eps or world.cfg.eps)
-            s["gain"].append(row["gain"])
-    k = instances[0].model.power
-    for d, s in series.items():
-        p_u = sorted(set(s["p"]))
-        s["p_u"] = p_u
-        s["gain_mean"] = [statistics.fmean(g for p, g in zip(s["p"], s["gain"]) if p == q) for q in p_u]
-        refs = [gain_references(q, world.cfg.n_features, d, k, world.cfg.values) for q in p_u]
+def gain_series(rows: dict, world, k: int) -> dict[int, dict]:
+    """Per hidden size d: every model's gain, the mean per density (theory.gain_by_width, as the claims), the
+    reference curves in full precision (theory.gain_references; metrics.json holds them as float32), and the
+    order curves' constant fitted at the smallest density (where both equal p·d^k)."""
+    live = [r for r in rows.values() if r["diverged_at"] is None]
+    series = {}
+    for d, pts in gain_by_width(live).items():
+        seeds = [r for r in live if r["neurons"] == d]
+        refs = [gain_references(p, world.cfg.n_features, d, k, world.cfg.values) for p, _, _ in pts]
+        s = {"p": [r["density"] for r in seeds], "gain": [r["gain"] for r in seeds],
+             "p_u": [p for p, _, _ in pts], "gain_mean": [g for _, g, _ in pts]}
         for key, ref in (("linear", "linear"), ("unsuperposed", "unsuperposed"), ("lower", "order_lower"),
                          ("upper", "order_upper")):
             s[key] = [r[ref] for r in refs]
         s["scale"] = s["gain_mean"][0] / s["upper"][0]
+        series[d] = s
     return series
 
 

@@ -101,8 +101,9 @@ def main(name: str) -> None:
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):
         numeric = {f"final.{k}": v for k, v in row.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "diverged_at")
-                   and not k.startswith("sweep.") and k not in ("density", "neurons", "power") and v == v}
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and k not in ("seed", "diverged_at", "density", "neurons", "power") and not k.startswith("sweep.")
+                   and v == v}
         tracker.log_metrics(entry["run_id"], numeric, step=steps)
     for point, stats in points.items():
         shown = ("dims_per_feature", "D*") if tied else ("mono_per_feature", "#mono/#features")

@@ -13,6 +13,8 @@ from typing import Callable
 
 from scipy import stats
 
+from .theory import crossovers, gain_by_width, loglog_slope
+
 Studies = dict[str, dict]
 CHECKS: list[Callable[[Studies], dict]] = []
 
@@ -484,16 +486,6 @@ def sparsity_more_superposition(studies: Studies) -> dict:
     return _each(result, studies, names, judge)
 
 
-def _gain_by_width(study: dict) -> dict[int, list[tuple[float, float, dict]]]:
-    """Per hidden size d: (density, mean gain over seeds, reference row) in increasing density."""
-    out: dict[int, dict[float, list[dict]]] = {}
-    for r in _instances(study):
-        if _num(r.get("gain")):
-            out.setdefault(r["neurons"], {}).setdefault(r["density"], []).append(r)
-    return {d: [(p, statistics.fmean(x["gain"] for x in rows), rows[0]) for p, rows in sorted(by_p.items())]
-            for d, by_p in sorted(out.items())}
-
-
 @check
 def gain_within_bounds(studies: Studies) -> dict:
     result = {"id": "gain_within_bounds", "studies": ["BOUNDS"],
@@ -506,7 +498,7 @@ def gain_within_bounds(studies: Studies) -> dict:
     if (miss := _missing(result, studies, ["BOUNDS"])) is not None:
         return miss
     parts, ok = [], True
-    for d, pts in _gain_by_width(studies["BOUNDS"]).items():
+    for d, pts in gain_by_width(_instances(studies["BOUNDS"])).items():
         p0, g0, ref0 = pts[0]
         c = g0 / ref0["gain_order_upper"]
         ratios = [(p, g / (c * ref["gain_order_upper"]), g / (c * ref["gain_order_lower"])) for p, g, ref in pts]
@@ -522,7 +514,6 @@ def gain_within_bounds(studies: Studies) -> dict:
 
 @check
 def gain_slopes(studies: Studies) -> dict:
-    from .theory import crossovers, loglog_slope
 
     result = {"id": "gain_slopes", "studies": ["BOUNDS"],
               "claim": "The gain follows the predicted log–log slopes in p: 1 below p = d^−k, 1/k above.",
@@ -532,7 +523,7 @@ def gain_slopes(studies: Studies) -> dict:
     if (miss := _missing(result, studies, ["BOUNDS"])) is not None:
         return miss
     parts, verdicts = [], []
-    for d, pts in _gain_by_width(studies["BOUNDS"]).items():
+    for d, pts in gain_by_width(_instances(studies["BOUNDS"])).items():
         k = pts[0][2].get("power", 3)
         cross = crossovers(d, k)[0]
         below = [(p, g) for p, g, _ in pts if p <= cross * (1 + 1e-9)]

@@ -82,7 +82,7 @@ class ToyStudyModule(L.LightningModule):
         cfg0 = instances[0]
         self.steps, self.t_max = cfg0.train.steps, cfg0.train.t_max
         self.world = world
-        self.kind, self.optimizer_name = cfg0.model.kind, cfg0.train.optimizer
+        self.optimizer_name = cfg0.train.optimizer
         self.model = build_models(len(instances), cfg0.model, world.cfg.d_embed, world.d_out)
         for i, inst in enumerate(instances):
             self.model.init_instance(i, inst.seed, inst.train.bias_offset)
@@ -275,7 +275,7 @@ class ToyStudyModule(L.LightningModule):
     @torch.no_grad()
     def _record(self, step: int) -> None:
         loss_sum = self.all_gather(self._loss_sum).mean(0) if self.ranks > 1 else self._loss_sum
-        if self.kind in ("jermyn", "tms_hidden"):  # models whose hidden units are neurons (a privileged basis)
+        if self.model.privileged:  # models whose hidden units are neurons
             mono = count_mono(single_feature_activations(self.model, self.world.probes)) / self.world.cfg.n_features
         else:
             mono = torch.full_like(self.lr, float("nan"))

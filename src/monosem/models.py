@@ -28,6 +28,8 @@ ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "solu": solu}  # gelu: the exact 
 class ToyModels(nn.Module):
     """`n_inst` copies of Linear(m, k) → act → Linear(k, d_out, bias=False)."""
 
+    privileged = True  # the hidden units are neurons (an activation applied per unit)
+
     def __init__(self, n_inst: int, d_in: int, n_neurons: int, d_out: int, activation: str = "relu"):
         super().__init__()
         self.activation = activation
@@ -89,6 +91,7 @@ class TiedModels(nn.Module):
     def __init__(self, n_inst: int, n_features: int, n_hidden: int, kind: str, power: int = 3):
         super().__init__()
         self.kind, self.power = kind, power
+        self.privileged = kind == "tms_hidden"  # only this kind applies a ReLU per hidden unit
         self.W = nn.Parameter(torch.empty(n_inst, n_hidden, n_features))
         b = torch.zeros(n_inst, n_features)
         if kind == "power":

@@ -86,7 +86,7 @@ def measure_tied(model, eval_x: Tensor, importance: Tensor | None, chunk: int = 
     excess = scalars["sum_dimensionality"] - W.shape[-2]
     if (excess > 1e-3 * W.shape[-2]).any():
         raise ValueError(f"Σ D_i exceeds m = {W.shape[-2]} by {excess.max().item():.3g}: the geometry is wrong")
-    if model.kind == "tms_hidden":
+    if model.privileged:
         n = W.shape[-1]
         sfa = single_feature_activations(model, torch.eye(n, device=W.device))  # ReLU(W e_i): (inst, m, n)
         neurons = neuron_geometry(W)

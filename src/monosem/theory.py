@@ -9,6 +9,7 @@ C₁·min(p·d^k, d·p^{1/k}) ≤ sup L̃ ≤ C₂·p·d^k, and ≤ C₃·d for 
 from __future__ import annotations
 
 import math
+import statistics
 
 from .worlds import value_moment
 
@@ -26,6 +27,19 @@ def gain_references(p: float, n: int, d: int, k: int, values: str) -> dict[str, 
     mu2, mu_k1, mu_2k = (value_moment(values, j) for j in (2, k + 1, 2 * k))
     return {"total": p * n * mu2, "linear": p * mu2 * min(d, n), "unsuperposed": p * d * mu_k1 ** 2 / mu_2k,
             "order_lower": min(p * d ** k, d * p ** (1 / k)), "order_upper": min(p * d ** k, d)}
+
+
+def gain_by_width(rows) -> dict[int, list[tuple[float, float, dict]]]:
+    """Per hidden size d, in increasing density: (p, mean gain over seeds, one row's values) from measured rows
+    (`metrics.json` instances of a power study: `neurons`, `density`, `gain` and the `gain_*` references,
+    which depend on p and d only). Rows without a finite gain (diverged) are left out."""
+    out: dict[int, dict[float, list[dict]]] = {}
+    for r in rows:
+        g = r.get("gain")
+        if g is not None and g == g:
+            out.setdefault(r["neurons"], {}).setdefault(r["density"], []).append(r)
+    return {d: [(p, statistics.fmean(x["gain"] for x in rs), rs[0]) for p, rs in sorted(by_p.items())]
+            for d, by_p in sorted(out.items())}
 
 
 def loglog_slope(p: list[float], gain: list[float]) -> float:

@@ -89,6 +89,11 @@ def value_moment(values: str, j: int) -> float:
     return 1 / (j + 1) if values == "signed_uniform" else float(math.prod(range(j - 1, 0, -2)))
 
 
+def draw_features(cfg: World, probs: Tensor, batch: int, gen: torch.Generator) -> Tensor:
+    """A batch of the world's features at `probs`: signed for the abs task, with the world's value law."""
+    return sample_features(probs, batch, gen, signed=cfg.task == "abs", values=cfg.values)
+
+
 @dataclass
 class WorldData:
     """A generated world: everything training and measurement need, as tensors."""
@@ -112,8 +117,7 @@ class WorldData:
 
     def sample(self, batch: int, gen: torch.Generator, probs: Tensor | None = None) -> Tensor:
         """A batch at the world's feature probabilities, or at each row of `probs` (see sample_features)."""
-        return sample_features(self.probs if probs is None else probs, batch, gen, signed=self.cfg.task == "abs",
-                               values=self.cfg.values)
+        return draw_features(self.cfg, self.probs if probs is None else probs, batch, gen)
 
     def inputs(self, f: Tensor) -> Tensor:
         if self.cfg.task == "tms":  # TMS feeds the features in directly (P is the identity)
@@ -139,8 +143,7 @@ class WorldData:
             return self
         cfg = self.cfg.model_copy(update={"eps": eps})
         probs = feature_probs(cfg.n_features, eps, cfg.distribution)
-        eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval", eps), signed=cfg.task == "abs",
-                                 values=cfg.values)
+        eval_f = draw_features(cfg, probs, cfg.n_eval, generator(cfg.seed, "eval", eps))
         return WorldData(cfg, self.P, self.Q, probs, eval_f)
 
     def to(self, device: torch.device | str) -> WorldData:
@@ -156,6 +159,5 @@ def generate_world(cfg: World) -> WorldData:
         P = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "P"))
     Q = random_embedder(cfg.n_features, cfg.d_embed, generator(cfg.seed, "Q")) if cfg.task == "reprojector" else None
     probs = feature_probs(cfg.n_features, cfg.eps, cfg.distribution)
-    eval_f = sample_features(probs, cfg.n_eval, generator(cfg.seed, "eval"), signed=cfg.task == "abs",
-                             values=cfg.values)
+    eval_f = draw_features(cfg, probs, cfg.n_eval, generator(cfg.seed, "eval"))
     return WorldData(cfg, P, Q, probs, eval_f)
