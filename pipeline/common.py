@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 # Stages import the library from this checkout's src/ (a DVC dependency), not from wherever the
 # environment's editable install points: a queued experiment's temporary copy then runs its own code.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+# The stages that log start MLflow's worker process first (`monosem.tracking.start_worker`, which this
+# cannot import before torch), so MLflow loads on the other core while this process imports torch.
+_WORKER = (subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+           if Path(sys.argv[0]).stem in ("train", "measure", "interpret") else None)
+
+import torch  # noqa: E402
 
 from monosem.artifacts import load_tensors, read_json  # noqa: E402
 from monosem.config import Instance, Params, load_params  # noqa: E402
 from monosem.errors import MonosemError, ParamsError  # noqa: E402
+from monosem.tracking import Tracker  # noqa: E402
 from monosem.worlds import WorldData  # noqa: E402
 
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
+
+
+def open_tracker(experiment: str) -> Tracker:
+    """The stage's tracker, through the worker started at import (an unusable store fails here)."""
+    global _WORKER
+    worker, _WORKER = _WORKER, None
+    return Tracker(experiment, worker=worker)
 
 
 def world_dir(name: str) -> Path:

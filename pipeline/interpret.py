@@ -1,17 +1,18 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
+# First: importing common starts the MLflow worker, which loads while this process imports torch.
+from common import load_manifest, load_states, model_dir, open_tracker, result_dir, run, study_params, world_dir
+
 import csv
 
 import pandas as pd
 import torch
-from common import load_manifest, load_states, model_dir, result_dir, run, study_params, world_dir
 
 from monosem import plots, plots_tms
 from monosem.artifacts import atomic_path, load_world, read_json, write_json
 from monosem.interpret import analyse
 from monosem.models import ACTIVATIONS
 from monosem.theory import gain_by_width, gain_references
-from monosem.tracking import Tracker
 
 
 def write_csv(path, rows):
@@ -28,7 +29,7 @@ def _show(value) -> str:
 def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
-    tracker = Tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
     manifest, instances = load_manifest(name)
     world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, world)

@@ -1,10 +1,12 @@
 """measure@<study>: loss and monosemanticity of every instance on the world's eval set and probes."""
 
+# First: importing common starts the MLflow worker, which loads while this process imports torch.
+from common import groups, load_manifest, load_states, open_tracker, result_dir, run, study_params, world_dir
+
 import csv
 import statistics
 
 import torch
-from common import groups, load_manifest, load_states, result_dir, run, study_params, world_dir
 
 from monosem.artifacts import atomic_path, load_world, write_json
 from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
@@ -12,7 +14,6 @@ from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activ
 from monosem.models import models_from_states
 from monosem.superposition import measure_tied
 from monosem.theory import gain_references
-from monosem.tracking import Tracker
 from monosem.worlds import generator
 
 SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99",
@@ -56,7 +57,7 @@ def summarise(rows: list[dict], keys: tuple[str, ...] = SUMMARISED) -> dict[str,
 
 def main(name: str) -> None:
     params, _ = study_params(name)
-    tracker = Tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
     manifest, instances = load_manifest(name)
     base_world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, base_world)

@@ -1,5 +1,8 @@
 """train@<study>: every sweep point × seed of a study, batched by shape, one MLflow run per instance."""
 
+# First: importing common starts the MLflow worker, which loads while this process imports torch.
+from common import ParamsError, groups, model_dir, open_tracker, run, study_params, world_dir
+
 import csv
 import hashlib
 import json
@@ -9,12 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ParamsError, groups, model_dir, run, study_params, world_dir
-
 import monosem
 from monosem.artifacts import atomic_path, load_tensors, load_world, read_metadata, save_tensors, write_json
 from monosem.lit import CURVES, Checkpointer, CurveSink, ToyStudyModule, fit
-from monosem.tracking import Tracker, input_hash, lineage_tags
+from monosem.tracking import input_hash, lineage_tags
 
 
 def code_hash() -> str:
@@ -79,7 +80,7 @@ def main(name: str) -> None:
             if module.start_step < module.steps:
                 fit(module, rt.accelerator, progress=False, **distributed)
         return
-    tracker = Tracker(params.tracking.experiment)
+    tracker = open_tracker(params.tracking.experiment)
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
     world_params = {f"world.{k}": v for k, v in world.cfg.model_dump().items()} | {"world.name": study.world}
 

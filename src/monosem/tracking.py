@@ -1,9 +1,12 @@
-"""The only module that talks to MLflow.
+"""What the stages log to MLflow, and where.
 
 Contract (DESIGN.md): the URI is `$MLFLOW_TRACKING_URI`, else `sqlite:///<repo root>/mlflow.db` with
 artifacts in `<repo root>/mlartifacts`, the repo root being `$DVC_ROOT` under DVC (queued experiments run
 in a temporary copy) or else the git top level. One run per trained instance, nested under one parent run
 per train-stage execution; later stages log into the same runs by id.
+
+MLflow itself runs in a worker process (`tracking_worker.py`), so its ~2.5 s of imports and store set-up
+overlap the stage's own start-up on the other core; this module imports no MLflow.
 """
 
 from __future__ import annotations
@@ -12,25 +15,19 @@ import hashlib
 import json
 import os
 import subprocess
-import time
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-# Before mlflow is imported: no telemetry, and fail fast (not after minutes of retries) when a server is down.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+from .errors import TrackingError
 
-import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
+WORKER = Path(__file__).with_name("tracking_worker.py")
 
-from .errors import TrackingError  # noqa: E402
 
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+def start_worker() -> subprocess.Popen:
+    """The MLflow worker, loading; pass it to `Tracker` (stages start it before importing torch)."""
+    return subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 def repo_root() -> Path:
@@ -71,69 +68,53 @@ def input_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _metrics(values: dict[str, float], step: int) -> list[Metric]:
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in values.items()]
-
-
 class Tracker:
-    """A client bound to one store and one experiment."""
+    """A client bound to one store and one experiment, through the worker process."""
 
-    def __init__(self, experiment: str, root: Path | None = None):
+    def __init__(self, experiment: str, root: Path | None = None, worker: subprocess.Popen | None = None):
         self.root = root or repo_root()
         self.uri = tracking_uri(self.root)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        try:
-            self.experiment_id = self._experiment(experiment)
-        except MlflowException as err:
-            raise TrackingError(f"tracking store {self.uri} unusable: {str(err).splitlines()[0]}") from None
-        except Exception as err:  # connection errors surface as many types; name the store either way
-            raise TrackingError(f"tracking store {self.uri} unreachable: {type(err).__name__}: {err}") from None
+        self.worker = worker or start_worker()
+        self.experiment_id = self._call("open", self.uri, experiment, artifact_location(self.root))
 
-    def _experiment(self, name: str) -> str:
-        exp = self.client.get_experiment_by_name(name)
-        if exp is None:
-            try:
-                return self.client.create_experiment(name, artifact_location=artifact_location(self.root),
-                                                     tags=EXPERIMENT_KIND)
-            except MlflowException:  # created meanwhile by a parallel stage
-                exp = self.client.get_experiment_by_name(name)
-                if exp is None:
-                    raise
-        return exp.experiment_id
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            self.worker.stdin.write(json.dumps([method, args]).encode() + b"\n")
+            self.worker.stdin.flush()
+            kind, value = json.loads(self.worker.stdout.readline() or b'["exited", null]')
+        except BrokenPipeError:
+            kind = "exited"
+        if kind == "exited":
+            raise TrackingError(f"tracking store {self.uri}: the MLflow worker exited "
+                                f"(status {self.worker.wait()}); its error is above") from None
+        if kind == "error":
+            raise TrackingError(f"tracking store {self.uri} {value}" if method == "open"
+                                else f"tracking store {self.uri}: {method} failed: {value}")
+        return value
 
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None) -> str:
-        tags = dict(tags) | {MLFLOW_RUN_NAME: name} | ({MLFLOW_PARENT_RUN_ID: parent} if parent else {})
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run.info.run_id, params=items[i:i + 100])
-        return run.info.run_id
+        return self._call("start", self.experiment_id, name, {k: str(v) for k, v in params.items()},
+                          {k: str(v) for k, v in tags.items()}, parent)
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
-        self.log_series(run_id, _metrics(values, step))
-
-    def log_series(self, run_id: str, metrics: list[Metric]) -> None:
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        self._call("log_metrics", run_id, [(k, float(v), step) for k, v in values.items()])
 
     def log_curve_rows(self, run_id: str, steps: list[int], rows: list[dict[str, float]]) -> None:
-        now = int(time.time() * 1000)
-        self.log_series(run_id, [Metric(k, float(v), now, s) for s, row in zip(steps, rows) for k, v in row.items()])
+        self._call("log_metrics", run_id, [(k, float(v), s) for s, row in zip(steps, rows) for k, v in row.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call("set_tags", run_id, {k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._call("log_artifact", run_id, str(path), artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.set_tags(run_id, {"monosem.failure": reason[:5000]})
-        self.client.set_terminated(run_id, status=status)
+        self._call("end", run_id, status)
 
     def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        return self._call("status", run_id)
 
     @contextmanager
     def closing(self, run_ids: list[str]) -> Iterator[None]:
@@ -151,4 +132,4 @@ class Tracker:
             raise
 
 
-__all__ = ["Tracker", "TrackingError", "input_hash", "lineage_tags", "repo_root", "tracking_uri", "mlflow"]
+__all__ = ["Tracker", "TrackingError", "input_hash", "lineage_tags", "repo_root", "start_worker", "tracking_uri"]

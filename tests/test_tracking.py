@@ -1,0 +1,64 @@
+"""The tracker and its MLflow worker process, on a real SQLite store in a temp directory."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from monosem.errors import TrackingError
+from monosem.tracking import Tracker
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def test_calls_through_the_worker_reach_the_store(store):
+    tracker = Tracker("exp", root=store)
+    parent = tracker.start("parent", {"a": 1}, {"t": "x"})
+    child = tracker.start("child", {"lr": 0.01, "long": "y" * 7000}, {}, parent=parent)
+    tracker.log_metrics(child, {"loss": 0.5, "n": 3}, step=7)
+    tracker.log_curve_rows(child, [0, 10], [{"loss": 1.0}, {"loss": float("nan")}])
+    (store / "fig.png").write_bytes(b"png")
+    tracker.log_artifact(child, store / "fig.png", "figures")
+    assert tracker.status(child) == "RUNNING"
+    tracker.end(child, "FAILED", "diverged")
+    tracker.end(parent)
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    run = client.get_run(child)
+    assert run.info.status == "FAILED" and run.data.tags["monosem.failure"] == "diverged"
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["mlflow.runName"] == "child"
+    assert run.data.params["lr"] == "0.01" and len(run.data.params["long"]) == 6000
+    assert run.data.metrics["n"] == 3.0
+    history = client.get_metric_history(child, "loss")
+    assert sorted((m.step, m.value) for m in history if m.value == m.value) == [(0, 1.0), (7, 0.5)]
+    assert [m.step for m in history if m.value != m.value] == [10]  # NaN survives the pipe
+    assert [a.path for a in client.list_artifacts(child, "figures")] == ["figures/fig.png"]
+    assert client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert Tracker("exp", root=store).experiment_id == tracker.experiment_id  # found, not created again
+
+
+def test_a_store_error_is_one_tracking_error_naming_the_store_and_the_call(store):
+    tracker = Tracker("exp", root=store)
+    with pytest.raises(TrackingError, match=r"^tracking store sqlite:///.*mlflow.db: status failed: .*nope"):
+        tracker.status("nope")
+    assert tracker.start("still usable", {}, {})  # the worker survives a failed call
+
+
+def test_a_dead_worker_is_a_tracking_error_not_a_hang(store):
+    tracker = Tracker("exp", root=store)
+    tracker.worker.kill()
+    tracker.worker.wait()
+    with pytest.raises(TrackingError, match="the MLflow worker exited"):
+        tracker.start("x", {}, {})
+
+
+def test_closing_marks_open_runs_failed_on_error_and_killed_on_interrupt(store):
+    tracker = Tracker("exp", root=store)
+    for err, status in ((ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+        runs = [tracker.start("a", {}, {}), tracker.start("b", {}, {})]
+        tracker.end(runs[1])
+        with pytest.raises(type(err)), tracker.closing(runs):
+            raise err
+        assert [tracker.status(r) for r in runs] == [status, "FINISHED"]
