@@ -18,7 +18,7 @@ sys.path.insert(0, str(SRC))
 # cannot import before torch), so MLflow loads on the other core while this process imports torch.
 _WORKER = (subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-           if Path(sys.argv[0]).stem in ("train", "measure", "interpret") else None)
+           if Path(sys.argv[0]).stem in ("train", "measure", "interpret", "sae") else None)
 
 import torch  # noqa: E402
 
@@ -31,15 +31,25 @@ from monosem.worlds import WorldData  # noqa: E402
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
 
 
+_TRACKERS: list[Tracker] = []
+
+
 def open_tracker(experiment: str) -> Tracker:
-    """The stage's tracker, through the worker started at import (an unusable store fails here)."""
+    """The stage's tracker, through the worker started at import (an unusable store fails here). `run`
+    waits for its logging to land when the stage's main returns."""
     global _WORKER
     worker, _WORKER = _WORKER, None
-    return Tracker(experiment, worker=worker)
+    _TRACKERS.append(Tracker(experiment, worker=worker))
+    return _TRACKERS[-1]
 
 
 def world_dir(name: str) -> Path:
     return DATA / name
+
+
+def sae_dirs(name: str) -> tuple[Path, Path]:
+    """An SAE study's exported SAEs and its results (under `saes/`, a name no study may take)."""
+    return MODELS / "saes" / name, RESULTS / "saes" / name
 
 
 def model_dir(study: str) -> Path:
@@ -50,10 +60,11 @@ def result_dir(study: str) -> Path:
     return RESULTS / study
 
 
-def study_params(name: str) -> tuple[Params, str]:
+def study_params(name: str, section: str = "studies") -> tuple[Params, str]:
     params = load_params()
-    if name not in params.studies:
-        raise ParamsError(f"params.yaml: studies.{name}: no such study; allowed: {sorted(params.studies)}")
+    if name not in getattr(params, section):
+        what = {"studies": "study", "saes": "SAE study"}[section]
+        raise ParamsError(f"params.yaml: {section}.{name}: no such {what}; allowed: {sorted(getattr(params, section))}")
     torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
     return params, name
 
@@ -94,6 +105,8 @@ def run(main: Callable[..., None]) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         main(*sys.argv[1:])
+        for tracker in _TRACKERS:  # logging the stage did not wait for: done, or its error reported
+            tracker.flush()
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

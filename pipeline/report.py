@@ -6,7 +6,7 @@ import statistics
 
 import pandas as pd
 
-from common import REPORTS, model_dir, result_dir, run
+from common import REPORTS, model_dir, result_dir, run, sae_dirs
 
 from monosem.artifacts import read_json, write_json, write_text
 from monosem.claims import evaluate
@@ -237,6 +237,34 @@ def tied_section(name: str, study, metrics: dict, manifest: dict, figures: list[
     return "\n".join(lines) + "\n"
 
 
+SAE_COLUMNS = [("explained_variance", "explained var.", 3), ("mcc", "MCC", 3), ("f1", "F1", 3),
+               ("recovered_at_0.9", "recovered ≥0.9", 3), ("shrinkage_gamma", "γ", 3),
+               ("magnitude_ratio", "magnitude ratio", 3), ("dead_fraction", "dead", 3),
+               ("loss_recovered", "toy loss recovered", 3)]
+
+
+def sae_section(name: str, cfg, metrics: dict) -> str:
+    """An SAE study: the architectures compared at matched L0, the Gated claims and the figures."""
+    knobs = "; ".join(f"{a} {v}" for a, v in cfg.architectures.items())
+    lines = [f"### sae@{name}", "",
+             f"The {cfg.layer} layer of `{cfg.study}` model `{cfg.instance}` (world `{cfg.world}`), {cfg.latents} latents; "
+             f"{cfg.train.steps} steps of batch {cfg.train.batch_size}, Adam lr {cfg.train.lr:g}; sweeps (λ, or k): "
+             f"{knobs}; seeds {cfg.seeds}. {len(metrics['saes'])} SAEs trained in {metrics['train_seconds']:.0f} s. "
+             f"Metrics on {cfg.n_eval} held-out activations; the true mean L0 is {metrics['true_l0']:.2f}. Each SAE in "
+             f"SAELens' layout: `models/saes/{name}/<sae>/`; every metric of every SAE: `results/saes/{name}/saes.csv`.",
+             "", "At matched L0 (seed means, interpolated linearly in log L0 between sweep points; – outside a sweep):", "",
+             "| architecture | L0 | " + " | ".join(c[1] for c in SAE_COLUMNS) + " |", "|---" * (len(SAE_COLUMNS) + 2) + "|"]
+    for row in metrics["matched_l0"]:
+        cells = [("–" if row[k] is None or row[k] != row[k] else f"{row[k]:.{d}f}") for k, _, d in SAE_COLUMNS]
+        lines.append(f"| {row['architecture']} | {row['l0']:.2f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"![sae {name} {fig}](figures/sae-{name}-{fig})" for fig in SAE_FIGURES]
+    return "\n".join(lines) + "\n"
+
+
+SAE_FIGURES = ("pareto.png", "recovery.png", "shrinkage.png", "training.png")
+
+
 def main() -> None:
     params = load_params()
     studies, sections = {}, []
@@ -268,6 +296,16 @@ def main() -> None:
             shutil.copyfile(result_dir(name) / "interp" / kind / f"{shown}.png", REPORTS / "figures" / target)
             mech_figures[name].append(target)
     claims = evaluate(studies, interp)
+    sae_sections = []
+    for name, cfg in params.saes.items():
+        metrics = read_json(sae_dirs(name)[1] / "metrics.json")
+        for fig in SAE_FIGURES:
+            shutil.copyfile(sae_dirs(name)[1] / "figures" / fig, REPORTS / "figures" / f"sae-{name}-{fig}")
+        claims += metrics["claims"]
+        sae_sections.append(sae_section(name, cfg, metrics))
+    if sae_sections:
+        sae_sections.insert(0, "## Sparse autoencoders\n\nDictionary learning on the toy models' activations, "
+                               "scored against the true features (the Gated SAE paper's claims are in the table above).\n")
     write_json(REPORTS / "claims.json", claims)
     verdict = {True: "holds", False: "does not hold", None: "not tested"}
     claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims.py`).", "",
@@ -285,7 +323,7 @@ def main() -> None:
                       f"`{params.tracking.experiment}` (store: `{tracking_uri()}`; `make ui` opens it).", "",
                       *worlds, "", "Studies (the paper's Table 1 at this profile's scale, then the interventions):", "",
                       *studies_table(params), "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
-                      mechanism_section(interp, studies, claims, mech_figures)])
+                      mechanism_section(interp, studies, claims, mech_figures), *sae_sections])
     write_text(REPORTS / "report.md", text)
     held = sum(c["holds"] is True for c in claims)
     print(f"report: {len(studies)} studies, {held}/{len(claims)} claims hold -> {REPORTS / 'report.md'}")

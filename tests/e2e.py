@@ -31,6 +31,7 @@ def tiny(studies=None, edit=None) -> dict:
         params["studies"] = {k: v for k, v in params["studies"].items() if k in studies}
         used = {s["world"] for s in params["studies"].values()}
         params["worlds"] = {k: v for k, v in params["worlds"].items() if k in used}
+        params["saes"] = {k: v for k, v in params["saes"].items() if v["study"] in studies}
     if edit:
         edit(params)
     return params

@@ -18,7 +18,7 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_every_output(repo):
     repo, out = repo
-    assert ran(out) == {"generate@tiny", "generate@tiny_abs", "report"} | {
+    assert ran(out) == {"generate@tiny", "generate@tiny_abs", "sae@SAE1", "report"} | {
         f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE", "K1")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
@@ -70,7 +70,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     runs = all_runs(repo)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 5 and len(children) == 22
+    assert len(parents) == 6 and len(children) == 22 + 12
     assert all(r.info.status == "FINISHED" for r in runs)
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     ids = {e["run_id"] for e in manifest["instances"]}
@@ -96,6 +96,43 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     assert [a.path for a in c.list_artifacts(run.info.run_id, "model")] == ["model/model.safetensors"]
     exp = client(repo)[1]
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+def test_saes_train_on_a_model_layer_with_metrics_exports_runs_figures_and_claims(repo):
+    repo, _ = repo
+    metrics = json.loads((repo / "results/saes/SAE1/metrics.json").read_text())
+    assert metrics["layer"] == "hidden" and len(metrics["saes"]) == 12 and metrics["input_scale"] > 0
+    row = metrics["saes"]["gated-lambda0.01-seed1"]
+    for key in ("l0", "explained_variance", "nmse", "dead_fraction", "shrinkage_gamma", "l2_ratio", "mmcs",
+                "mmcs_reverse", "recovered_at_0.9", "recovered_at_0.99", "mcc", "uniqueness", "precision", "recall",
+                "f1", "magnitude_ratio", "loss_orig", "loss_zero", "loss_spliced", "loss_recovered"):
+        assert key in row, key
+    assert 0 <= row["mcc"] <= 1 and row["loss_recovered"] == pytest.approx(
+        (row["loss_zero"] - row["loss_spliced"]) / (row["loss_zero"] - row["loss_orig"]), rel=1e-4)
+    assert metrics["saes"]["topk-k2-seed0"]["l0"] <= 2  # TopK: at most k latents per input
+    assert {c["id"] for c in metrics["claims"]} == {"gated_less_shrinkage@SAE1", "gated_half_l0@SAE1", "gated_pareto@SAE1"}
+    assert {r["architecture"] for r in metrics["matched_l0"]} == {"relu", "gated", "topk"}
+    folder = repo / "models/saes/SAE1/topk-k2-seed0"
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["k"] == 2 and cfg["d_in"] == 16 and cfg["d_sae"] == 16
+    from safetensors import safe_open
+    with safe_open(folder / "sae_weights.safetensors", "pt") as fh:
+        assert set(fh.keys()) == {"W_enc", "b_enc", "W_dec", "b_dec"} and fh.get_slice("W_enc").get_shape() == [16, 16]
+    for fig in ("pareto.png", "recovery.png", "shrinkage.png", "training.png"):
+        assert (repo / f"results/saes/SAE1/figures/{fig}").stat().st_size > 10_000
+    claims = {c["id"] for c in json.loads((repo / "reports/claims.json").read_text())}
+    assert "gated_pareto@SAE1" in claims
+    report = (repo / "reports/report.md").read_text()
+    assert "## Sparse autoencoders" in report and "figures/sae-SAE1-pareto.png" in report
+    c, _ = client(repo)
+    runs = [r for r in all_runs(repo) if r.data.tags.get("monosem.sae") == "SAE1"]
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and len(runs) == 13 and all(r.info.status == "FINISHED" for r in runs)
+    run = next(r for r in runs if r.data.tags.get("monosem.label") == "gated-lambda0.01-seed1")
+    assert run.data.params["sae.architecture"] == "gated" and run.data.params["sae.lambda"] == "0.01"
+    assert {"final.mcc", "final.explained_variance", "final.loss_recovered", "l0", "mse"} <= set(run.data.metrics)
+    assert {a.path for a in c.list_artifacts(run.info.run_id, "saelens")} == {"saelens/cfg.json",
+                                                                          "saelens/sae_weights.safetensors"}
 
 
 def test_editing_one_study_reruns_only_that_study_and_the_report(repo):

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "tracking": {"experiment": "monosem-test"},
+    "saes": {},
     "worlds": {
         "tiny_tms": {"n_features": 6, "d_embed": 6, "eps": 1.0, "task": "tms", "importance_decay": 0.8, "n_eval": 256,
                      "seed": 3},

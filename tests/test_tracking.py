@@ -46,6 +46,17 @@ def test_a_store_error_is_one_tracking_error_naming_the_store_and_the_call(store
     assert tracker.start("still usable", {}, {})  # the worker survives a failed call
 
 
+def test_logging_does_not_wait_and_its_error_comes_with_the_next_answer(store):
+    tracker = Tracker("exp", root=store)
+    run = tracker.start("r", {}, {})
+    tracker.log_metrics("no-such-run", {"loss": 1.0})  # returns at once
+    tracker.log_metrics(run, {"loss": 2.0})  # later calls still run
+    with pytest.raises(TrackingError, match=r"log_metrics failed: .*no-such-run"):
+        tracker.flush()
+    tracker.flush()  # reported once
+    assert MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_run(run).data.metrics == {"loss": 2.0}
+
+
 def test_a_dead_worker_is_a_tracking_error_not_a_hang(store):
     tracker = Tracker("exp", root=store)
     tracker.worker.kill()

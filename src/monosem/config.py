@@ -184,6 +184,35 @@ def _apply(study: Study, point: dict[str, Any]) -> tuple[DataCfg, ModelCfg, Trai
     return DataCfg(**sections["data"]), ModelCfg(**sections["model"]), TrainCfg(**sections["train"])
 
 
+SAE_ARCHITECTURES = ("relu", "relu_weighted", "gated", "gated_weighted", "topk", "batchtopk", "jumprelu")
+K_ARCHITECTURES = ("topk", "batchtopk")  # swept over k; the others over their sparsity coefficient λ
+
+
+class SaeTrain(_Strict):
+    steps: int = Field(ge=2)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(default=1e-3, gt=0, description="Adam's learning rate, β = (0.9, 0.999)")
+    lr_warmup_steps: int = Field(default=0, ge=0, description="the rate rises linearly from 0 over these steps")
+    sparsity_warmup_steps: int = Field(default=0, ge=0, description="λ rises linearly from 0 over these steps")
+    dead_after: int = Field(default=1000, ge=1, description="steps without firing after which a latent is dead")
+    log_points: int = Field(default=20, ge=1, description="curve points besides the powers of two")
+
+
+class SaeStudy(_Strict):
+    """SAEs trained on one toy model's activations: its world's inputs x = P·f or its hidden layer."""
+
+    study: str = Field(description="the toy study whose model supplies the activations")
+    instance: str = Field(description="that model's label, e.g. 'lr=0.003,seed=0'")
+    world: str = Field(description="the study's world (named here for DVC's dependency; checked)")
+    layer: Literal["input", "hidden"] = Field(description="input: x = P·f; hidden: the model's hidden layer")
+    latents: int = Field(ge=1, description="dictionary size m")
+    architectures: dict[Literal[SAE_ARCHITECTURES], list[float]] = Field(
+        min_length=1, description="each architecture's sweep of λ (k for topk and batchtopk)")
+    seeds: list[int] = Field(min_length=1)
+    train: SaeTrain
+    n_eval: int = Field(default=8192, ge=2, description="held-out activations the metrics use")
+
+
 class Tracking(_Strict):
     experiment: str = Field(default="monosem", min_length=1)
     flush_seconds: float = Field(default=30.0, gt=0, description="how often live curves are sent to MLflow")
@@ -202,6 +231,7 @@ class Runtime(_Strict):
 class Params(_Strict):
     worlds: dict[str, World] = Field(min_length=1)
     studies: dict[str, Study] = Field(default_factory=dict)
+    saes: dict[str, SaeStudy] = Field(default_factory=dict)
     tracking: Tracking = Tracking()
     runtime: Runtime = Runtime()
 
@@ -257,6 +287,35 @@ def _check_sweeps(params: Params) -> None:
             raise ParamsError(f"studies.{name}.train: bias_offset and bias_decay apply to kind jermyn only")
 
 
+def _check_saes(params: Params) -> None:
+    if "saes" in params.studies:
+        raise ParamsError("studies.saes: the name 'saes' is reserved (models/saes and results/saes hold the SAEs)")
+    for name, sae in params.saes.items():
+        where = f"saes.{name}"
+        if sae.study not in params.studies:
+            raise ParamsError(f"{where}.study = {sae.study!r}: no such study; allowed: {sorted(params.studies)}")
+        study = params.studies[sae.study]
+        if sae.world != study.world:
+            raise ParamsError(f"{where}.world = {sae.world!r}: study {sae.study!r} trains on world {study.world!r}")
+        labels = [i.label for i in study.instances()]
+        if sae.instance not in labels:
+            raise ParamsError(f"{where}.instance = {sae.instance!r}: no such model in study {sae.study!r}; "
+                              f"allowed: {labels}")
+        for arch, values in sae.architectures.items():
+            at = f"{where}.architectures.{arch}"
+            if not values:
+                raise ParamsError(f"{at} = []: a sweep needs at least one value")
+            if len(set(values)) != len(values):
+                raise ParamsError(f"{at} = {values}: values must be distinct")
+            for i, v in enumerate(values):
+                if arch in K_ARCHITECTURES and not (v == int(v) and 1 <= v <= sae.latents):
+                    raise ParamsError(f"{at}[{i}] = {v:g}: k must be an integer in [1, latents = {sae.latents}]")
+                if arch not in K_ARCHITECTURES and not v > 0:
+                    raise ParamsError(f"{at}[{i}] = {v:g}: λ must be > 0")
+        if len(set(sae.seeds)) != len(sae.seeds):
+            raise ParamsError(f"{where}.seeds = {sae.seeds}: seeds must be distinct")
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping; raise `ParamsError` with one line for the first problem."""
     try:
@@ -274,6 +333,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: {_where(loc)}{shown}: {allowed}") from None
     try:
         _check_sweeps(params)
+        _check_saes(params)
     except ParamsError as err:
         raise ParamsError(f"{source}: {err}") from None
     return params

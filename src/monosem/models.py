@@ -63,9 +63,13 @@ class ToyModels(nn.Module):
         """x (inst, batch, m) → h (inst, batch, k)."""
         return self.act(torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2)))
 
+    def readout(self, h: Tensor) -> Tensor:
+        """h (inst, batch, k) → y (inst, batch, out)."""
+        return torch.bmm(h, self.W2.transpose(1, 2))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.hidden(x)
-        return h, torch.bmm(h, self.W2.transpose(1, 2))  # (inst, batch, out)
+        return h, self.readout(h)
 
     def instance_state(self, i: int) -> dict[str, Tensor]:
         return {"W1": self.W1[i].detach().clone(), "b1": self.b1[i].detach().clone(), "W2": self.W2[i].detach().clone()}
@@ -121,11 +125,15 @@ class TiedModels(nn.Module):
         h = torch.bmm(x, self.W.transpose(1, 2))
         return F.relu(h) if self.kind == "tms_hidden" else h
 
+    def readout(self, h: Tensor) -> Tensor:
+        """h (inst, batch, m) → x' (inst, batch, n)."""
+        if self.kind == "power":
+            return torch.bmm(h, self.W).pow(self.power)
+        return F.relu(torch.baddbmm(self.b.unsqueeze(1), h, self.W))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.hidden(x)
-        if self.kind == "power":
-            return h, torch.bmm(h, self.W).pow(self.power)
-        return h, F.relu(torch.baddbmm(self.b.unsqueeze(1), h, self.W))
+        return h, self.readout(h)
 
     def instance_state(self, i: int) -> dict[str, Tensor]:
         return {"W": self.W[i].detach().clone(), "b": self.b[i].detach().clone()}

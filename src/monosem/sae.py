@@ -156,7 +156,7 @@ class ReluSAE(SAE):
         mse = sq_err(x, x_hat)
         mass = f * self.decoder_norms().unsqueeze(1) if self.weighted else f
         sparsity = mass.sum(-1).mean(-1)
-        return mse + coeff * sparsity, {"mse": mse, "sparsity": sparsity}
+        return mse + coeff * sparsity, {"mse": mse, "sparsity": sparsity, "latents": f}
 
 
 class GatedSAE(SAE):
@@ -190,7 +190,7 @@ class GatedSAE(SAE):
             sparsity = (active * self.decoder_norms().unsqueeze(1)).sum(-1).mean(-1)
             aux_hat = self.decode(active)
         aux = sq_err(x, aux_hat)
-        return mse + coeff * sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux}
+        return mse + coeff * sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux, "latents": f}
 
 
 class TopKSAE(SAE):
@@ -240,7 +240,7 @@ class TopKSAE(SAE):
         mse = sq_err(x, x_hat)
         aux = self.aux_loss(x, x_hat, pre)
         self.track(f)
-        return mse + aux, {"mse": mse, "aux": aux}
+        return mse + aux, {"mse": mse, "aux": aux, "latents": f}
 
 
 class BatchTopKSAE(TopKSAE):
@@ -291,7 +291,7 @@ class JumpReluSAE(SAE):
         f = _JumpReLU.apply(pre, self.theta, self.bandwidth)
         mse = sq_err(x, self.decode(f))
         l0 = _Step.apply(pre, self.theta, self.bandwidth).sum(-1).mean(-1)
-        return mse + coeff * l0, {"mse": mse, "sparsity": l0}
+        return mse + coeff * l0, {"mse": mse, "sparsity": l0, "latents": f}
 
 
 ARCHITECTURES = {
@@ -310,3 +310,34 @@ def build_sae(architecture: str, n_inst: int, n: int, m: int) -> SAE:
     return ARCHITECTURES[architecture](n_inst, n, m)
 
 
+
+
+# SAELens' names (v6): inference architectures, and the one each of ours loads as.
+SAELENS_ARCHITECTURE = {"relu": "standard", "relu_weighted": "standard", "gated": "gated", "gated_weighted": "gated",
+                        "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+
+
+@torch.no_grad()
+def saelens_export(sae: SAE, architecture: str, i: int, scale: float, metadata: dict) -> tuple[dict[str, Tensor], dict]:
+    """Instance i as SAELens loads it from disk (`SAE.load_from_disk`): the tensors of `sae_weights.safetensors`
+    (W_enc (d_in, d_sae), W_dec (d_sae, d_in), biases) and `cfg.json`. The input scale is folded in, as SAELens'
+    `fold_activation_norm_scaling_factor` does (W_enc·s, W_dec/s, b_dec/s), so the file takes raw activations
+    and `normalize_activations` is "none". BatchTopK loads as a JumpReLU at its inference threshold (as
+    SAELens converts it)."""
+    name = SAELENS_ARCHITECTURE[architecture]
+    m, n = sae.W_dec.shape[1:]
+    t = {"W_enc": sae.W_enc[i].T * scale, "W_dec": sae.W_dec[i] / scale, "b_dec": sae.b_dec[i] / scale}
+    if isinstance(sae, GatedSAE):
+        t |= {"b_gate": sae.b_enc[i], "r_mag": sae.r_mag[i], "b_mag": sae.b_mag[i]}
+    else:
+        t["b_enc"] = sae.b_enc[i]
+    if isinstance(sae, JumpReluSAE):
+        t["threshold"] = sae.theta[i, 0]
+    elif isinstance(sae, BatchTopKSAE):
+        t["threshold"] = torch.full((m,), float(torch.nan_to_num(sae.theta[i], nan=0.0)))
+    cfg = {"architecture": name, "d_in": n, "d_sae": m, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+           "metadata": metadata}
+    if name == "topk":
+        cfg["k"] = int(sae.k[i])
+    return {k: v.detach().float().contiguous().clone() for k, v in t.items()}, cfg

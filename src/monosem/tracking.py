@@ -77,41 +77,60 @@ class Tracker:
         self.worker = worker or start_worker()
         self.experiment_id = self._call("open", self.uri, experiment, artifact_location(self.root))
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _write(self, method: str, args: tuple, answer: bool) -> None:
         try:
-            self.worker.stdin.write(json.dumps([method, args]).encode() + b"\n")
+            self.worker.stdin.write(json.dumps([method, args, answer]).encode() + b"\n")
             self.worker.stdin.flush()
-            kind, value = json.loads(self.worker.stdout.readline() or b'["exited", null]')
         except BrokenPipeError:
-            kind = "exited"
-        if kind == "exited":
-            raise TrackingError(f"tracking store {self.uri}: the MLflow worker exited "
-                                f"(status {self.worker.wait()}); its error is above") from None
+            self._exited()
+
+    def _exited(self):
+        raise TrackingError(f"tracking store {self.uri}: the MLflow worker exited (status {self.worker.wait()}); "
+                            f"its error is above") from None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call whose answer the stage waits for; an error of an earlier unanswered call is raised here."""
+        self._write(method, args, True)
+        line = self.worker.stdout.readline()
+        if not line:
+            self._exited()
+        kind, value, earlier = json.loads(line)
+        if earlier:
+            raise TrackingError(f"tracking store {self.uri}: {earlier}")
         if kind == "error":
             raise TrackingError(f"tracking store {self.uri} {value}" if method == "open"
                                 else f"tracking store {self.uri}: {method} failed: {value}")
         return value
+
+    def _send(self, method: str, *args: Any) -> None:
+        """A call the stage does not wait for (logging); its error, if any, comes with the next answer."""
+        self._write(method, args, False)
+
+    def flush(self) -> None:
+        """Wait until every call so far is done; raise the first error among them."""
+        self._call("flush")
 
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None) -> str:
         return self._call("start", self.experiment_id, name, {k: str(v) for k, v in params.items()},
                           {k: str(v) for k, v in tags.items()}, parent)
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
-        self._call("log_metrics", run_id, [(k, float(v), step) for k, v in values.items()])
+        self._send("log_metrics", run_id, [(k, float(v), step) for k, v in values.items()])
 
     def log_curve_rows(self, run_id: str, steps: list[int], rows: list[dict[str, float]]) -> None:
-        self._call("log_metrics", run_id, [(k, float(v), s) for s, row in zip(steps, rows) for k, v in row.items()])
+        self._send("log_metrics", run_id, [(k, float(v), s) for s, row in zip(steps, rows) for k, v in row.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self._call("set_tags", run_id, {k: str(v) for k, v in tags.items()})
+        self._send("set_tags", run_id, {k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        """Waits: the file is copied before the call returns, so the stage may then change or delete it."""
         self._call("log_artifact", run_id, str(path), artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.set_tags(run_id, {"monosem.failure": reason[:5000]})
-        self._call("end", run_id, status)
+        self._send("end", run_id, status)
 
     def status(self, run_id: str) -> str:
         return self._call("status", run_id)
@@ -121,14 +140,23 @@ class Tracker:
         """End every run still open if the block fails: FAILED on errors, KILLED on interrupts."""
         try:
             yield
+            self.flush()  # every run's logging landed (a failure here fails the block too)
         except BaseException as err:
             status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            try:
+                self.flush()  # an earlier logging error, if any, is reported once, here, and dropped
+            except Exception:
+                pass
             for run_id in run_ids:
                 try:
                     if self.status(run_id) == "RUNNING":
                         self.end(run_id, status, f"{type(err).__name__}: {err}")
                 except Exception:  # the store itself may be what failed; the original error matters more
                     pass
+            try:
+                self.flush()
+            except Exception:
+                pass
             raise
 
 

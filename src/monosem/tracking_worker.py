@@ -4,8 +4,10 @@ MLflow and its SQLAlchemy store take about 2.5 s to import and open. In a proces
 runs on the other core while a stage imports torch and Lightning, instead of adding to every stage's
 start-up. Run as a script by path (`python tracking_worker.py`), so it imports neither torch nor monosem.
 
-Protocol: one JSON line `[method, args]` per call on stdin, one JSON line `["ok", result]` or
-`["error", message]` answering it on stdout, until stdin closes. It ignores SIGINT and SIGTERM: an interrupted stage marks its
+Protocol: one JSON line `[method, args, answer]` per call on stdin, until stdin closes. A call with `answer`
+true gets one JSON line on stdout, `["ok", result, earlier]` or `["error", message, earlier]`, where `earlier`
+is the first error of the unanswered calls since the last answer (or null); unanswered calls (logging) let the
+stage go on while this process writes. It ignores SIGINT and SIGTERM: an interrupted stage marks its
 open runs KILLED through it, and it exits when the stage's end closes the pipe.
 """
 
@@ -86,17 +88,24 @@ class Store:
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    def flush(self) -> None:
+        """Nothing: answering it says every earlier call is done."""
+
 
 def serve() -> None:
-    store = Store()
+    store, earlier = Store(), None
     for line in sys.stdin.buffer:
-        method, args = json.loads(line)
+        method, args, answer = json.loads(line)
         try:
-            answer = ("ok", getattr(store, method)(*args))
+            kind, value = "ok", getattr(store, method)(*args)
         except Exception as err:
-            answer = ("error", str(err) if isinstance(err, RuntimeError) else f"{type(err).__name__}: {err}")
-        ANSWERS.write(json.dumps(answer).encode() + b"\n")
-        ANSWERS.flush()
+            kind, value = "error", str(err) if isinstance(err, RuntimeError) else f"{type(err).__name__}: {err}"
+            if not answer:
+                earlier = earlier or f"{method} failed: {value}"
+        if answer:
+            ANSWERS.write(json.dumps([kind, value, earlier]).encode() + b"\n")
+            ANSWERS.flush()
+            earlier = None
 
 
 if __name__ == "__main__":

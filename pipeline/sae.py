@@ -1,0 +1,152 @@
+"""sae@<name>: sparse autoencoders on one toy model's activations, every architecture's sweep × seeds batched,
+measured against the true features, exported for SAELens, one MLflow run per SAE."""
+
+# First: importing common starts the MLflow worker, which loads while this process imports torch.
+from common import load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from monosem.artifacts import atomic_path, load_world, save_tensors, write_json
+from monosem.config import K_ARCHITECTURES
+from monosem.lit import CurveSink, fit
+from monosem.models import models_from_states
+from monosem.plots_sae import sweep_panels, training_curves
+from monosem.sae import saelens_export
+from monosem.sae_eval import gated_claims, matched_l0_table, measure_saes
+from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
+from monosem.tracking import input_hash, lineage_tags
+
+TABLE_METRICS = ("explained_variance", "mcc", "f1", "recovered_at_0.9", "shrinkage_gamma", "magnitude_ratio",
+                 "dead_fraction", "loss_recovered")
+
+
+def knob_name(arch: str) -> str:
+    return "k" if arch in K_ARCHITECTURES else "lambda"
+
+
+def label(arch: str, knob: float, seed: int) -> str:
+    return f"{arch}-{knob_name(arch)}{knob:g}-seed{seed}"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(name: str) -> None:
+    params, _ = study_params(name, "saes")
+    cfg = params.saes[name]
+    if params.runtime.devices * params.runtime.num_nodes > 1:
+        print(f"sae@{name}: SAEs train in one process (runtime.devices and num_nodes apply to the toy models)")
+    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    manifest, instances = load_manifest(cfg.study)
+    world = load_world(world_dir(cfg.world))
+    states = load_states(cfg.study, manifest, world)
+    idx = [i.label for i in instances].index(cfg.instance)
+    inst = instances[idx]
+    model = models_from_states([states[idx]], inst.model).requires_grad_(False)
+    world = world.with_eps(inst.data.eps)
+    eval_f = eval_features(world, world.probs, cfg.n_eval)
+    source = Activations(world, model, cfg.layer, eval_f)
+    true_l0 = float(world.probs.sum())
+    print(f"sae@{name}: {cfg.layer} layer of {cfg.study}/{cfg.instance} (n = {source(eval_f[:1]).shape[-1]}), "
+          f"{cfg.latents} latents, input scale {source.scale:.4g}", flush=True)
+
+    tags = lineage_tags(tracker.root) | {"monosem.sae": name, "monosem.study": cfg.study, "monosem.world": cfg.world}
+    base = {f"sae.{k}": v for k, v in cfg.model_dump(exclude={"architectures", "train"}).items()}
+    base |= {f"sae.train.{k}": v for k, v in cfg.train.model_dump().items()} | {"sae.input_scale": source.scale}
+    parent = tracker.start(f"sae@{name}", base | {"sae": cfg.model_dump_json()}, tags)
+    plan = [(arch, knob, seed) for arch, knobs in cfg.architectures.items() for knob in knobs for seed in cfg.seeds]
+    run_ids = [parent]
+    (export, out), rows, curves = sae_dirs(name), [], []
+    with tracker.closing(run_ids):
+        ids = {}
+        for arch, knob, seed in plan:
+            lb = label(arch, knob, seed)
+            ids[lb] = tracker.start(f"{name}/{lb}", base | {"sae.architecture": arch, f"sae.{knob_name(arch)}": knob,
+                                                            "sae.seed": seed},
+                                    tags | {"monosem.label": lb, "monosem.input_hash": input_hash(
+                                        world.cfg.model_dump(), inst.model_dump(), cfg.model_dump(), arch, knob, seed)},
+                                    parent=parent)
+            run_ids.append(ids[lb])
+        start = time.perf_counter()
+        staged = export.with_name(export.name + ".tmp")  # renamed into place once every SAE is written
+        shutil.rmtree(staged, ignore_errors=True)
+        for arch, knobs in cfg.architectures.items():
+            print(f"sae@{name}: {arch}, {len(knobs)} values × {len(cfg.seeds)} seeds, {cfg.train.steps} steps of "
+                  f"batch {cfg.train.batch_size}", flush=True)
+            module = SAEStudyModule(source, world.probs, arch, knobs, cfg.seeds, cfg.latents, cfg.train)
+            labels = [label(arch, k, s) for k, s in module.points]
+
+            def sink(steps, crows, labels=labels):
+                for j, lb in enumerate(labels):
+                    tracker.log_curve_rows(ids[lb], steps, [{k: float(r[k][j]) for k in SAE_CURVES} for r in crows])
+
+            fit(module, params.runtime.accelerator, [CurveSink(sink, params.tracking.flush_seconds)])
+            module = module.cpu()
+            source.to("cpu")
+            for j, (lb, (knob, seed), metrics) in enumerate(zip(labels, module.points, measure_saes(module.sae, source, eval_f))):
+                rows.append({"sae": lb, "architecture": arch, "knob": knob, "seed": seed} | metrics)
+                tensors, scfg = saelens_export(module.sae, arch, j, source.scale, {
+                    "hook_name": f"{cfg.study}/{cfg.instance}/{cfg.layer}", "monosem_sae": name, "monosem_label": lb,
+                    "architecture": arch, knob_name(arch): knob, "seed": seed, "input_scale_folded": source.scale})
+                folder = staged / lb
+                folder.mkdir(parents=True)
+                save_tensors(folder / "sae_weights.safetensors", tensors)
+                (folder / "cfg.json").write_text(json.dumps(scfg, indent=2) + "\n")
+                for r, step in enumerate(module.curves.steps):
+                    curves.append({"step": step, "sae": lb, "architecture": arch, "knob": knob, "seed": seed}
+                                  | {k: float(module.curves.values[k][r][j]) for k in SAE_CURVES})
+        seconds = time.perf_counter() - start
+
+        targets = [true_l0 * f for f in (0.5, 1, 2)]
+        table = matched_l0_table(rows, targets, TABLE_METRICS)
+        claims = gated_claims(name, rows)
+        write_json(out / "metrics.json", {"sae": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer,
+                                          "latents": cfg.latents, "true_l0": true_l0, "input_scale": source.scale,
+                                          "train_seconds": seconds, "matched_l0": table, "claims": claims,
+                                          "saes": {r["sae"]: r for r in rows}})
+        write_csv(out / "saes.csv", rows)
+        write_csv(out / "curves.csv", curves)
+        shutil.rmtree(export, ignore_errors=True)
+        staged.rename(export)
+        figs = out / "figures"
+        figs.mkdir(exist_ok=True)
+        title = f"sae@{name}: {cfg.layer} layer of {cfg.study}/{cfg.instance}, {cfg.latents} latents"
+        sweep_panels(rows, [("explained_variance", "explained variance", None), ("mcc", "MCC (one-to-one)", None)]
+                     + ([("loss_recovered", "toy loss recovered (spliced)", 1.0)]), title, figs / "pareto.png", true_l0)
+        sweep_panels(rows, [("recovered_at_0.9", "true features recovered (cos ≥ 0.9)", None),
+                            ("mmcs_reverse", "MMCS latents → features", None), ("f1", "latent F1", None)],
+                     title, figs / "recovery.png", true_l0)
+        sweep_panels(rows, [("shrinkage_gamma", "γ = E‖x̂‖² / E[x·x̂]", 1.0),
+                            ("magnitude_ratio", "latent / true coefficient (median)", 1.0)], title,
+                     figs / "shrinkage.png", true_l0)
+        training_curves(pd.DataFrame(curves), title, figs / "training.png")
+
+        tracker.log_metrics(parent, {"train_seconds": seconds, "n_saes": len(rows)})
+        for fig in ("pareto.png", "recovery.png", "shrinkage.png", "training.png"):
+            tracker.log_artifact(parent, figs / fig, "figures")
+        for r in rows:
+            rid = ids[r["sae"]]
+            tracker.log_metrics(rid, {f"final.{k}": v for k, v in r.items()
+                                      if isinstance(v, float) and v == v and k != "knob"}, step=cfg.train.steps)
+            for f in ("cfg.json", "sae_weights.safetensors"):
+                tracker.log_artifact(rid, export / r["sae"] / f, "saelens")
+            tracker.end(rid)
+        tracker.end(parent)
+    for c in claims:
+        print(f"sae@{name}: {c['id']}: {c['holds']}  ({c.get('evidence', '')})")
+    print(f"sae@{name}: {len(rows)} SAEs in {seconds:.1f}s -> {out}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,63 @@
+"""SAE figures: each architecture's λ (or k) sweep against L0, the seed mean as a line and the seeds' range
+as a band, so architectures are compared at matched L0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .plots import _save, plt
+from .sae_eval import by_architecture
+
+STYLE = {"relu": ("tab:blue", "o"), "relu_weighted": ("tab:cyan", "o"), "gated": ("tab:red", "s"),
+         "gated_weighted": ("tab:orange", "s"), "topk": ("tab:green", "^"), "batchtopk": ("tab:olive", "^"),
+         "jumprelu": ("tab:purple", "D")}
+
+
+def sweep_panels(rows: list[dict], panels: list[tuple[str, str, float | None]], title: str, path: str | Path,
+                 true_l0: float | None = None) -> None:
+    """One panel per (metric, label, reference line) against L0 on a log axis."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (metric, label, ref) in zip(axes[0], panels):
+        for arch, pts in by_architecture(rows, metric).items():
+            if not pts:
+                continue
+            colour, marker = STYLE.get(arch, ("black", "x"))
+            l0, mean, lo, hi = zip(*pts)
+            ax.plot(l0, mean, marker=marker, color=colour, label=arch, ms=4, lw=1.3)
+            ax.fill_between(l0, lo, hi, color=colour, alpha=0.18, lw=0)
+        if ref is not None:
+            ax.axhline(ref, color="grey", lw=0.8, ls="--")
+        if true_l0:
+            ax.axvline(true_l0, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (active latents per input)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(title + (f"   (dotted: the true mean number of active features, {true_l0:.2f})" if true_l0 else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def training_curves(curves: pd.DataFrame, title: str, path: str | Path) -> None:
+    """MSE, L0 and dead fraction against step, one line per SAE, coloured by architecture."""
+    keys = [("mse", "training MSE (E‖x‖² = 1)"), ("l0", "training L0"), ("dead_fraction", "dead fraction")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for label, df in curves.groupby("sae", sort=False):
+        colour, _ = STYLE.get(df["architecture"].iloc[0], ("black", "x"))
+        for ax, (k, _) in zip(axes, keys):
+            ax.plot(df["step"], df[k], color=colour, lw=0.7, alpha=0.6)
+    for ax, (k, name) in zip(axes, keys):
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        if k != "dead_fraction":
+            ax.set_yscale("log")
+    handles = [plt.Line2D([], [], color=STYLE.get(a, ("black",))[0], label=a) for a in curves["architecture"].unique()]
+    axes[0].legend(handles=handles, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
