@@ -29,12 +29,13 @@ def _show(value) -> str:
 def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
-    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this loads
     manifest, instances = load_manifest(name)
     world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, world)
     metrics = read_json(result_dir(name) / "metrics.json")
     out = result_dir(name) / "interp"
+    tracker.check()  # an unusable store fails the stage before it writes anything
     if instances[0].model.kind != "jermyn":
         return interpret_tied(name, instances, manifest, states, metrics, world, tracker, out)
     n = world.cfg.n_features

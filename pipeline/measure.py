@@ -57,7 +57,7 @@ def summarise(rows: list[dict], keys: tuple[str, ...] = SUMMARISED) -> dict[str,
 
 def main(name: str) -> None:
     params, _ = study_params(name)
-    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this measures
     manifest, instances = load_manifest(name)
     base_world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, base_world)
@@ -87,6 +87,7 @@ def main(name: str) -> None:
                        **({"power": cfg.power} if cfg.kind == "power" else {}),
                        **{k: v[j].item() for k, v in values.items()}}
 
+    tracker.check()  # an unusable store fails the stage before it writes anything
     out = result_dir(name)
     keys = TIED_SUMMARISED + tuple(k for k in rows[0] if k.startswith("gain_")) if tied else SUMMARISED
     points = summarise(rows, keys)

@@ -47,7 +47,7 @@ def main(name: str) -> None:
     cfg = params.saes[name]
     if params.runtime.devices * params.runtime.num_nodes > 1:
         print(f"sae@{name}: SAEs train in one process (runtime.devices and num_nodes apply to the toy models)")
-    tracker = open_tracker(params.tracking.experiment)  # an unusable store fails the stage before any work
+    tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this loads
     manifest, instances = load_manifest(cfg.study)
     world = load_world(world_dir(cfg.world))
     states = load_states(cfg.study, manifest, world)
@@ -64,20 +64,19 @@ def main(name: str) -> None:
     tags = lineage_tags(tracker.root) | {"monosem.sae": name, "monosem.study": cfg.study, "monosem.world": cfg.world}
     base = {f"sae.{k}": v for k, v in cfg.model_dump(exclude={"architectures", "train"}).items()}
     base |= {f"sae.train.{k}": v for k, v in cfg.train.model_dump().items()} | {"sae.input_scale": source.scale}
-    parent = tracker.start(f"sae@{name}", base | {"sae": cfg.model_dump_json()}, tags)
     plan = [(arch, knob, seed) for arch, knobs in cfg.architectures.items() for knob in knobs for seed in cfg.seeds]
-    run_ids = [parent]
-    (export, out), rows, curves = sae_dirs(name), [], []
-    with tracker.closing(run_ids):
-        ids = {}
-        for arch, knob, seed in plan:
-            lb = label(arch, knob, seed)
-            ids[lb] = tracker.start(f"{name}/{lb}", base | {"sae.architecture": arch, f"sae.{knob_name(arch)}": knob,
-                                                            "sae.seed": seed},
-                                    tags | {"monosem.label": lb, "monosem.input_hash": input_hash(
-                                        world.cfg.model_dump(), inst.model_dump(), cfg.model_dump(), arch, knob, seed)},
-                                    parent=parent)
-            run_ids.append(ids[lb])
+    runs = tracker.start_runs(
+        (f"sae@{name}", base | {"sae": cfg.model_dump_json()}, tags),
+        [(f"{name}/{label(arch, knob, seed)}",
+          base | {"sae.architecture": arch, f"sae.{knob_name(arch)}": knob, "sae.seed": seed},
+          tags | {"monosem.label": label(arch, knob, seed),
+                  "monosem.input_hash": input_hash(world.cfg.model_dump(), inst.model_dump(), cfg.model_dump(), arch,
+                                                   knob, seed)}) for arch, knob, seed in plan])
+    (export, out), rows, curves, run_ids = sae_dirs(name), [], [], []
+    with tracker.closing(run_ids, runs):
+        parent, children = runs.get()
+        run_ids += [parent, *children]
+        ids = {label(*p): rid for p, rid in zip(plan, children)}
         start = time.perf_counter()
         staged = export.with_name(export.name + ".tmp")  # renamed into place once every SAE is written
         shutil.rmtree(staged, ignore_errors=True)

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import monosem
 from monosem.artifacts import atomic_path, load_tensors, load_world, read_metadata, save_tensors, write_json
-from monosem.lit import CURVES, Checkpointer, CurveSink, ToyStudyModule, fit
 from monosem.tracking import input_hash, lineage_tags
+
+
+def lightning():
+    """monosem.lit, imported when first needed: Lightning's ~2 s of imports then overlap the MLflow worker
+    creating the study's runs."""
+    from monosem import lit
+
+    return lit
 
 
 def code_hash() -> str:
@@ -68,17 +75,18 @@ def main(name: str) -> None:
     keys = [input_hash(world.cfg.model_dump(), [instances[i].model_dump() for i in members], code) for members in shapes]
     resumed = checkpoints(name, keys, rt.resume)
 
-    def module_for(gi: int) -> ToyStudyModule:
-        module = ToyStudyModule(world, [instances[i] for i in shapes[gi]])
+    def module_for(gi: int):
+        module = lit.ToyStudyModule(world, [instances[i] for i in shapes[gi]])
         if gi in resumed:
             module.restore(*resumed[gi])
         return module
 
     if process_rank(rt.devices) != 0:  # another data-parallel process: it trains; rank 0 logs and writes
+        lit = lightning()
         for gi in range(len(shapes)):
             module = module_for(gi)
             if module.start_step < module.steps:
-                fit(module, rt.accelerator, progress=False, **distributed)
+                lit.fit(module, rt.accelerator, progress=False, **distributed)
         return
     tracker = open_tracker(params.tracking.experiment)
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
@@ -86,18 +94,18 @@ def main(name: str) -> None:
 
     resumed_at = {i: meta["step"] for gi, (_, meta) in resumed.items() for i in shapes[gi]}
 
-    parent = tracker.start(f"train@{name}", world_params | {"study": study.model_dump_json()}, tags)
-    run_ids = [parent]
-    with tracker.closing(run_ids):
-        for i, inst in enumerate(instances):
-            run_ids.append(tracker.start(
-                f"{name}/{inst.label}",
-                world_params | inst.flat_params() | {f"sweep.{k}": v for k, v in inst.point.items()},
-                tags | {"monosem.label": inst.label, "monosem.point": inst.point_label, "monosem.seed": str(inst.seed),
-                        "monosem.input_hash": input_hash(world.cfg.model_dump(), inst.model_dump())}
-                | ({"monosem.resumed_at_step": str(resumed_at[i])} if i in resumed_at else {}),
-                parent=parent))
-        ids = run_ids[1:]
+    runs = tracker.start_runs(
+        (f"train@{name}", world_params | {"study": study.model_dump_json()}, tags),
+        [(f"{name}/{inst.label}", world_params | inst.flat_params() | {f"sweep.{k}": v for k, v in inst.point.items()},
+          tags | {"monosem.label": inst.label, "monosem.point": inst.point_label, "monosem.seed": str(inst.seed),
+                  "monosem.input_hash": input_hash(world.cfg.model_dump(), inst.model_dump())}
+          | ({"monosem.resumed_at_step": str(resumed_at[i])} if i in resumed_at else {}))
+         for i, inst in enumerate(instances)])
+    run_ids: list[str] = []
+    with tracker.closing(run_ids, runs):
+        lit = lightning()  # while the worker creates the runs
+        parent, ids = runs.get()
+        run_ids += [parent, *ids]
 
         states, curves, diverged = [None] * len(instances), [], {}
         start = time.perf_counter()
@@ -108,7 +116,7 @@ def main(name: str) -> None:
 
             def sink(steps, rows, members=members):
                 for j, i in enumerate(members):
-                    tracker.log_curve_rows(ids[i], steps, [{k: float(r[k][j]) for k in CURVES} for r in rows])
+                    tracker.log_curve_rows(ids[i], steps, [{k: float(r[k][j]) for k in lit.CURVES} for r in rows])
 
             def save(step, tensors, meta, gi=gi):
                 save_tensors(model_dir(name) / "checkpoint" / f"group{gi}.safetensors", tensors,
@@ -118,8 +126,8 @@ def main(name: str) -> None:
             if gi in resumed:
                 print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
             if module.start_step < module.steps:
-                fit(module, rt.accelerator, [CurveSink(sink, params.tracking.flush_seconds)]
-                    + ([Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **distributed)
+                lit.fit(module, rt.accelerator, [lit.CurveSink(sink, params.tracking.flush_seconds)]
+                        + ([lit.Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **distributed)
             else:  # the checkpoint is the end of this group's training
                 sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
             if rt.checkpoint_every:  # a later group's interruption does not repeat this one
@@ -132,7 +140,7 @@ def main(name: str) -> None:
                     diverged[i] = int(module.diverged_at[j])
                 for r, step in enumerate(module.curves.steps):
                     curves.append({"step": step, "instance": instances[i].label, "point": instances[i].point_label,
-                                   "seed": instances[i].seed} | {k: float(module.curves.values[k][r][j]) for k in CURVES})
+                                   "seed": instances[i].seed} | {k: float(module.curves.values[k][r][j]) for k in lit.CURVES})
         seconds = time.perf_counter() - start
 
         out = model_dir(name)

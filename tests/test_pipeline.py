@@ -135,6 +135,15 @@ def test_saes_train_on_a_model_layer_with_metrics_exports_runs_figures_and_claim
                                                                           "saelens/sae_weights.safetensors"}
 
 
+def test_editing_an_sae_study_reruns_only_it_and_the_report(repo):
+    repo, _ = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["saes"]["SAE1"]["architectures"]["topk"] = [1, 3]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(sh("dvc repro", repo).stdout) == {"sae@SAE1", "report"}
+    assert "topk-k3-seed1" in json.loads((repo / "results/saes/SAE1/metrics.json").read_text())["saes"]
+
+
 def test_editing_one_study_reruns_only_that_study_and_the_report(repo):
     repo, _ = repo
     before = len(all_runs(repo))

@@ -57,6 +57,38 @@ def test_logging_does_not_wait_and_its_error_comes_with_the_next_answer(store):
     assert MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_run(run).data.metrics == {"loss": 2.0}
 
 
+def test_runs_asked_for_together_come_back_in_order_and_a_failure_leaves_none_running(store):
+    tracker = Tracker("exp", root=store)
+    runs = tracker.start_runs(("p", {"a": 1}, {}), [("c1", {}, {"t": "x"}), ("c2", {"b": 2}, {})])
+    parent, (c1, c2) = runs.get()
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    assert [client.get_run(r).info.run_name for r in (parent, c1, c2)] == ["p", "c1", "c2"]
+    assert client.get_run(c2).data.tags["mlflow.parentRunId"] == parent
+    bad = tracker.start_runs(("q", {}, {}), [("d1", {}, {}), ("d2", {"bad name!": 1}, {})])
+    with pytest.raises(TrackingError, match="start_runs failed"):
+        bad.get()
+    made = [r for r in client.search_runs([tracker.experiment_id]) if r.info.run_name in ("q", "d1", "d2")]
+    assert sorted(r.info.run_name for r in made) == ["d1", "d2", "q"] and {r.info.status for r in made} == {"FAILED"}
+
+
+def test_closing_ends_runs_whose_ids_the_block_never_read(store):
+    tracker = Tracker("exp", root=store)
+    runs = tracker.start_runs(("p", {}, {}), [("c", {}, {})])
+    ids: list[str] = []
+    with pytest.raises(KeyboardInterrupt), tracker.closing(ids, runs):
+        raise KeyboardInterrupt  # e.g. while Lightning was still importing
+    assert len(ids) == 2 and [tracker.status(r) for r in ids] == ["KILLED", "KILLED"]
+
+
+def test_an_unusable_store_is_the_error_every_call_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuch://store")
+    tracker = Tracker("exp", root=tmp_path)  # returns at once: the worker opens the store meanwhile
+    runs = tracker.start_runs(("p", {}, {}), [])
+    for call in (tracker.check, runs.get, tracker.flush):
+        with pytest.raises(TrackingError, match=r"^tracking store nosuch://store unusable: .*nosuch"):
+            call()
+
+
 def test_a_dead_worker_is_a_tracking_error_not_a_hang(store):
     tracker = Tracker("exp", root=store)
     tracker.worker.kill()

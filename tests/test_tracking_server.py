@@ -89,9 +89,9 @@ def server(postgres, tmp_path_factory):
 
 
 def tiny_repo(path: Path) -> Path:
-    """The tiny pipeline with one study, in a fresh git repo."""
+    """The tiny pipeline with one study (no SAEs), in a fresh git repo."""
     path.mkdir()
-    return make_repo(path, tiny(["LR1"]))
+    return make_repo(path, tiny(["LR1"], lambda p: p.update(saes={})))
 
 
 def repro(repo: Path, uri: str | None) -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,18 +65,51 @@ def lineage_tags(root: Path) -> dict[str, str]:
             "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""), "git.commit": git_commit(root)}
 
 
+def _strings(d: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in d.items()}
+
+
 def input_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class Answer:
+    """The answer to one call to the worker, read when first needed (the worker answers in order)."""
+
+    def __init__(self, tracker: Tracker, method: str):
+        self.tracker, self.method, self.done = tracker, method, False
+
+    def get(self) -> Any:
+        if self.method != "open":
+            self.tracker.check()  # an unusable store is the error to report, not what it made fail later
+        self.tracker._read(self)
+        earlier, self.earlier = self.earlier, None
+        if earlier:
+            raise TrackingError(f"tracking store {self.tracker.uri}: {earlier}")
+        if self.kind == "error":
+            raise TrackingError(f"tracking store {self.tracker.uri} {self.value}" if self.method == "open"
+                                else f"tracking store {self.tracker.uri}: {self.method} failed: {self.value}")
+        return self.value
+
+
 class Tracker:
-    """A client bound to one store and one experiment, through the worker process."""
+    """A client bound to one store and one experiment, through the worker process. Creating it asks the
+    worker to open the store without waiting; `check()` waits for that (stages call it before writing)."""
 
     def __init__(self, experiment: str, root: Path | None = None, worker: subprocess.Popen | None = None):
         self.root = root or repo_root()
         self.uri = tracking_uri(self.root)
         self.worker = worker or start_worker()
-        self.experiment_id = self._call("open", self.uri, experiment, artifact_location(self.root))
+        self._unread: deque[Answer] = deque()
+        self._open = self._ask("open", self.uri, experiment, artifact_location(self.root))
+
+    def check(self) -> None:
+        """Wait until the store is open; an unusable or unreachable store raises here."""
+        self._open.get()
+
+    @property
+    def experiment_id(self) -> str:
+        return self._open.get()
 
     def _write(self, method: str, args: tuple, answer: bool) -> None:
         try:
@@ -88,19 +122,24 @@ class Tracker:
         raise TrackingError(f"tracking store {self.uri}: the MLflow worker exited (status {self.worker.wait()}); "
                             f"its error is above") from None
 
-    def _call(self, method: str, *args: Any) -> Any:
-        """A call whose answer the stage waits for; an error of an earlier unanswered call is raised here."""
+    def _ask(self, method: str, *args: Any) -> Answer:
+        """Send a call whose answer the stage will read (`Answer.get`); an error of an earlier unanswered call
+        comes with it."""
         self._write(method, args, True)
-        line = self.worker.stdout.readline()
-        if not line:
-            self._exited()
-        kind, value, earlier = json.loads(line)
-        if earlier:
-            raise TrackingError(f"tracking store {self.uri}: {earlier}")
-        if kind == "error":
-            raise TrackingError(f"tracking store {self.uri} {value}" if method == "open"
-                                else f"tracking store {self.uri}: {method} failed: {value}")
-        return value
+        self._unread.append(Answer(self, method))
+        return self._unread[-1]
+
+    def _read(self, answer: Answer) -> None:
+        while not answer.done:
+            line = self.worker.stdout.readline()
+            if not line:
+                self._exited()
+            first = self._unread.popleft()
+            first.kind, first.value, first.earlier = json.loads(line)
+            first.done = True
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._ask(method, *args).get()
 
     def _send(self, method: str, *args: Any) -> None:
         """A call the stage does not wait for (logging); its error, if any, comes with the next answer."""
@@ -111,8 +150,13 @@ class Tracker:
         self._call("flush")
 
     def start(self, name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None) -> str:
-        return self._call("start", self.experiment_id, name, {k: str(v) for k, v in params.items()},
-                          {k: str(v) for k, v in tags.items()}, parent)
+        return self._call("start", name, _strings(params), _strings(tags), parent)
+
+    def start_runs(self, parent: tuple[str, dict, dict], children: list[tuple[str, dict, dict]]) -> Answer:
+        """Ask for a parent run and its children, each (name, params, tags), without waiting:
+        `.get()` gives (parent id, [child ids]) in the order given."""
+        spec = lambda r: [r[0], _strings(r[1]), _strings(r[2])]  # noqa: E731
+        return self._ask("start_runs", spec(parent), [spec(c) for c in children])
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
         self._send("log_metrics", run_id, [(k, float(v), step) for k, v in values.items()])
@@ -121,7 +165,7 @@ class Tracker:
         self._send("log_metrics", run_id, [(k, float(v), s) for s, row in zip(steps, rows) for k, v in row.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self._send("set_tags", run_id, {k: str(v) for k, v in tags.items()})
+        self._send("set_tags", run_id, _strings(tags))
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         """Waits: the file is copied before the call returns, so the stage may then change or delete it."""
@@ -136,13 +180,20 @@ class Tracker:
         return self._call("status", run_id)
 
     @contextmanager
-    def closing(self, run_ids: list[str]) -> Iterator[None]:
-        """End every run still open if the block fails: FAILED on errors, KILLED on interrupts."""
+    def closing(self, run_ids: list[str], runs: Answer | None = None) -> Iterator[None]:
+        """End every run still open if the block fails: FAILED on errors, KILLED on interrupts. `runs`: the
+        `start_runs` answer, if the block fails before it has put the ids in `run_ids`."""
         try:
             yield
             self.flush()  # every run's logging landed (a failure here fails the block too)
         except BaseException as err:
             status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            try:
+                if runs is not None and not run_ids:
+                    parent, children = runs.get()
+                    run_ids += [parent, *children]
+            except Exception:
+                pass
             try:
                 self.flush()  # an earlier logging error, if any, is reported once, here, and dropped
             except Exception:
@@ -160,4 +211,4 @@ class Tracker:
             raise
 
 
-__all__ = ["Tracker", "TrackingError", "input_hash", "lineage_tags", "repo_root", "start_worker", "tracking_uri"]
+__all__ = ["Answer", "Tracker", "TrackingError", "input_hash", "lineage_tags", "repo_root", "start_worker", "tracking_uri"]

@@ -43,31 +43,49 @@ class Store:
     """One client, one experiment; the calls `Tracker` makes."""
 
     def open(self, uri: str, experiment: str, artifact_location: str | None) -> str:
-        self.client = MlflowClient(tracking_uri=uri)
         try:
+            self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 try:
-                    return self.client.create_experiment(experiment, artifact_location=artifact_location,
-                                                         tags=EXPERIMENT_KIND)
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+                    return self.experiment_id
                 except MlflowException:  # created meanwhile by a parallel stage
                     exp = self.client.get_experiment_by_name(experiment)
                     if exp is None:
                         raise
-            return exp.experiment_id
+            self.experiment_id = exp.experiment_id
+            return self.experiment_id
         except MlflowException as err:
             raise RuntimeError(f"unusable: {str(err).splitlines()[0]}") from None
         except Exception as err:  # connection errors surface as many types; name the store either way
-            raise RuntimeError(f"unreachable: {type(err).__name__}: {err}") from None
+            raise RuntimeError(f"unreachable: {type(err).__name__}: {str(err).splitlines()[0]}") from None
 
-    def start(self, experiment_id: str, name: str, params: dict[str, str], tags: dict[str, str],
-              parent: str | None) -> str:
+    def start(self, name: str, params: dict[str, str], tags: dict[str, str], parent: str | None) -> str:
         tags = tags | {MLFLOW_RUN_NAME: name} | ({MLFLOW_PARENT_RUN_ID: parent} if parent else {})
-        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         items = [Param(k, v[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+        try:
+            for i in range(0, len(items), 100):
+                self.client.log_batch(run_id, params=items[i:i + 100])
+        except Exception:
+            self.end(run_id, "FAILED")
+            raise
         return run_id
+
+    def start_runs(self, parent: list, children: list[list]) -> list:
+        """A parent run and its children, each [name, params, tags]: [parent id, [child ids]]. If one fails, the
+        runs already created end FAILED before the error is answered."""
+        made = [self.start(*parent, None)]
+        try:
+            for child in children:
+                made.append(self.start(*child, made[0]))
+        except Exception:
+            for run_id in made:
+                self.end(run_id, "FAILED")
+            raise
+        return [made[0], made[1:]]
 
     def log_metrics(self, run_id: str, rows: list[list]) -> None:
         """(key, value, step) rows, in batches of MLflow's limit of 1000."""
