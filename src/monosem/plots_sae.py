@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .plots import _save, plt
 from .sae_eval import by_architecture
@@ -32,6 +33,9 @@ def sweep_panels(rows: list[dict], panels: list[tuple[str, str, float | None]], 
         if true_l0:
             ax.axvline(true_l0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("L0 (active latents per input)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both", lw=0.5)
