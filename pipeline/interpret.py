@@ -3,23 +3,15 @@
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
 from common import load_manifest, load_states, model_dir, open_tracker, result_dir, run, study_params, world_dir
 
-import csv
 
 import pandas as pd
 import torch
 
 from monosem import plots, plots_tms
-from monosem.artifacts import atomic_path, load_world, read_json, write_json
+from monosem.artifacts import load_world, read_json, write_csv, write_json
 from monosem.interpret import analyse
 from monosem.models import ACTIVATIONS
 from monosem.theory import gain_by_width, gain_references
-
-
-def write_csv(path, rows):
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _show(value) -> str:

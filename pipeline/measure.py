@@ -3,12 +3,11 @@
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
 from common import groups, load_manifest, load_states, open_tracker, result_dir, run, study_params, world_dir
 
-import csv
 import statistics
 
 import torch
 
-from monosem.artifacts import atomic_path, load_world, write_json
+from monosem.artifacts import load_world, write_csv, write_json
 from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
                              single_feature_activations, spearman)
 from monosem.models import models_from_states
@@ -95,10 +94,7 @@ def main(name: str) -> None:
                                       "kind": instances[0].model.kind, "sweep": list(params.studies[name].sweep),
                                       "points": points, "instances": {r["label"]: r for r in rows}}
                | ({"features": features} if tied else {}))
-    with atomic_path(out / "instances.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "instances.csv", rows)
 
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):

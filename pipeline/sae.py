@@ -4,16 +4,13 @@ measured against the true features, exported for SAELens, one MLflow run per SAE
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
 from common import load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
 
-import csv
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pandas as pd
-import torch
 
-from monosem.artifacts import atomic_path, load_world, save_tensors, write_json
+from monosem.artifacts import load_world, save_tensors, write_csv, write_json
 from monosem.config import K_ARCHITECTURES
 from monosem.lit import CurveSink, fit
 from monosem.models import models_from_states
@@ -33,13 +30,6 @@ def knob_name(arch: str) -> str:
 
 def label(arch: str, knob: float, seed: int) -> str:
     return f"{arch}-{knob_name(arch)}{knob:g}-seed{seed}"
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(name: str) -> None:

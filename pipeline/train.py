@@ -3,7 +3,6 @@
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
 from common import ParamsError, groups, model_dir, open_tracker, run, study_params, world_dir
 
-import csv
 import hashlib
 import json
 import os
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import monosem
-from monosem.artifacts import atomic_path, load_tensors, load_world, read_metadata, save_tensors, write_json
+from monosem.artifacts import load_tensors, load_world, read_metadata, save_tensors, write_csv, write_json
 from monosem.tracking import input_hash, lineage_tags
 
 
@@ -146,10 +145,7 @@ def main(name: str) -> None:
         out = model_dir(name)
         save_tensors(out / "weights.safetensors",
                      {f"{inst.label}/{k}": v for inst, s in zip(instances, states) for k, v in s.items()})
-        with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(curves[0]))
-            writer.writeheader()
-            writer.writerows(curves)
+        write_csv(out / "curves.csv", curves)
         write_json(out / "instances.json", {
             "study": name, "world": study.world, "parent_run_id": parent, "train_seconds": seconds,
             "instances": [{"label": inst.label, "run_id": rid, "diverged_at": diverged.get(i),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -57,6 +58,14 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path}: missing (run the stage that makes it: `dvc repro`)") from None
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows as a CSV table with a header from the first row's keys, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_text(path: str | Path, text: str) -> None:

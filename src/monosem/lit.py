@@ -72,7 +72,27 @@ class Curves:
         return {k: v[j] for k, v in self.values.items()}
 
 
-class ToyStudyModule(L.LightningModule):
+class ChunkedSteps(L.LightningModule):
+    """A module trained by its own `_step(step, opt)` (manual optimisation) for `steps` steps from `start_step`;
+    Lightning sees each chunk of steps as one batch."""
+
+    def train_dataloader(self):
+        # Each "batch" is a chunk of steps (first step, count); samples are drawn on the device. Chunking
+        # amortises Lightning's per-batch hooks (~0.8 ms) over STEPS_PER_BATCH optimiser steps.
+        # Under DDP a chunk is one step: its reducer expects one backward pass per forward call.
+        per = STEPS_PER_BATCH if self.trainer.world_size == 1 else 1
+        chunks = [(s, min(per, self.steps - s)) for s in range(self.start_step, self.steps, per)]
+        return DataLoader(chunks, batch_size=None)
+
+    def training_step(self, batch, batch_idx: int):
+        first, count = batch
+        opt = self.optimizers()
+        for step in range(first, first + count):
+            self._step(step, opt)
+        self.done = first + count
+
+
+class ToyStudyModule(ChunkedSteps):
     def __init__(self, world: WorldData, instances: list[Instance]):
         super().__init__()
         keys = {i.group_key for i in instances}
@@ -126,14 +146,6 @@ class ToyStudyModule(L.LightningModule):
         else:
             self.optimizer = BatchedLamb(self.model.parameters(), lr=self.lr.clone())
         return self.optimizer
-
-    def train_dataloader(self):
-        # Each "batch" is a chunk of steps (first step, count); samples are drawn on the device. Chunking
-        # amortises Lightning's per-batch hooks (~0.8 ms) over STEPS_PER_BATCH optimiser steps.
-        # Under DDP a chunk is one step: its reducer expects one backward pass per forward call.
-        per = STEPS_PER_BATCH if self.trainer.world_size == 1 else 1
-        chunks = [(s, min(per, self.steps - s)) for s in range(self.start_step, self.steps, per)]
-        return DataLoader(chunks, batch_size=None)
 
     def on_train_start(self) -> None:
         # Data parallel (DDP): every rank draws the whole batch from the shared seeded streams and trains on
@@ -195,13 +207,6 @@ class ToyStudyModule(L.LightningModule):
         for i, (g, ng) in enumerate(zip(self.stream.gens, self.stream.noise_gens)):
             g.set_state(tensors[f"gen.data.{i}"])
             ng.set_state(tensors[f"gen.noise.{i}"])
-
-    def training_step(self, batch, batch_idx: int):
-        first, count = batch
-        opt = self.optimizers()
-        for step in range(first, first + count):
-            self._step(step, opt)
-        self.done = first + count
 
     def _step(self, step: int, opt) -> None:
         """One optimiser step of the paper's loop; `step` counts the updates done before it."""

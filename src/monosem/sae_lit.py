@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
-
-import lightning.pytorch as L
 
 from .config import K_ARCHITECTURES, SaeTrain
-from .lit import STEPS_PER_BATCH, Curves, log_steps
+from .lit import ChunkedSteps, Curves, log_steps
 from .sae import TopKSAE, build_sae, input_scale
 from .worlds import WorldData, derive_seed, generator
 
@@ -63,7 +60,7 @@ class Activations:
         return self
 
 
-class SAEStudyModule(L.LightningModule):
+class SAEStudyModule(ChunkedSteps):
     def __init__(self, source: Activations, probs: Tensor, architecture: str, knobs: list[float], seeds: list[int],
                  latents: int, train: SaeTrain):
         super().__init__()
@@ -90,10 +87,6 @@ class SAEStudyModule(L.LightningModule):
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999))
         return self.optimizer
 
-    def train_dataloader(self):
-        chunks = [(s, min(STEPS_PER_BATCH, self.steps - s)) for s in range(self.start_step, self.steps, STEPS_PER_BATCH)]
-        return DataLoader(chunks, batch_size=None)
-
     def on_train_start(self) -> None:
         self.source.to(self.device)
         self.probs = self.probs.to(self.device)
@@ -101,13 +94,6 @@ class SAEStudyModule(L.LightningModule):
                      for s in self.seeds]
         self._sums = torch.zeros(2, len(self.points), device=self.device)  # mse, l0 since the last curve point
         self._n = 0
-
-    def training_step(self, batch, batch_idx: int):
-        first, count = batch
-        opt = self.optimizers()
-        for step in range(first, first + count):
-            self._step(step, opt)
-        self.done = first + count
 
     def coefficient(self, step: int) -> Tensor:
         """The sparsity knob at `step`: k as given; λ warmed up linearly over sparsity_warmup_steps."""
