@@ -90,6 +90,28 @@ def test_batched_lamb_step_equals_reference_lamb_per_instance():
             torch.testing.assert_close(p[i], s, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu", "solu"])
+@pytest.mark.parametrize("penalties", [False, True], ids=["task", "l1+lasso"])
+def test_gradients_by_hand_equal_autograd(activation, penalties):
+    """ToyModels.loss_and_grads is the loss of forward + task_loss + l1_penalty, backpropagated by hand."""
+    torch.manual_seed(0)
+    model = ToyModels(3, 5, 7, 6, activation)
+    for i in range(3):
+        model.init_instance(i, seed=i, bias_offset=-0.1)
+    x, target = torch.randn(3, 16, 5), torch.rand(3, 16, 6)
+    l1 = torch.tensor([0.0, 0.1, 0.3]) if penalties else None
+    l1_out = torch.tensor([0.2, 0.0, 0.05]) if penalties else None
+    h, y = model(x)
+    task = task_loss(y, target)
+    loss = task + (l1 * l1_penalty(h) + l1_out * l1_penalty(y) if penalties else 0)
+    expected = torch.autograd.grad(loss.sum(), [model.W1, model.b1, model.W2])
+    got_task, got_h = model.loss_and_grads(x, target.clone(), l1, l1_out)
+    torch.testing.assert_close(got_task, task.detach())
+    torch.testing.assert_close(got_h, h.detach())
+    for name, want in zip(("W1", "b1", "W2"), expected):
+        torch.testing.assert_close(getattr(model, name).grad, want, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_bias_decay_multiplies_by_one_minus_decay_times_lr():
     b = torch.ones(2, 3)
     decay_bias(b, torch.tensor([0.5, 0.0]), torch.tensor([0.1, 0.1]))

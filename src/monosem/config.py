@@ -226,6 +226,11 @@ class Runtime(_Strict):
     num_nodes: int = Field(default=1, ge=1, description="machines training one study (ddp across nodes)")
     checkpoint_every: int = Field(default=0, ge=0, description="save a training checkpoint every this many steps; 0 = never")
     resume: bool = Field(default=False, description="continue from a checkpoint made by the same params and code")
+    matmul_precision: Literal["highest", "high"] = Field(
+        default="highest", description="training matmuls: highest = fp32; high = TF32 on GPUs that have it (metrics "
+                                       "are always computed in fp32)")
+    cuda_graphs: bool = Field(default=False, description="replay each training step as one captured CUDA graph "
+                                                         "(GPU, one process, the paper's decoder)")
 
 
 class Params(_Strict):

@@ -19,13 +19,14 @@ def phi(h: Tensor, mean: Tensor, var: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def moving_threshold(scores: Tensor, frac: Tensor, tau: Tensor, momentum: float = 0.9) -> Tensor:
+def moving_threshold(scores: Tensor, frac: Tensor, tau: Tensor, momentum: float = 0.9, k_max: int | None = None) -> Tensor:
     """EMA of each instance's threshold for its batch's top `frac` of φ (the ceil(frac·n)-th largest score),
-    O(1) state per instance; a NaN tau (first batch) takes the batch value."""
+    O(1) state per instance; a NaN tau (first batch) takes the batch value. `k_max`, the largest ceil(frac·n),
+    if known on the host, spares a device-to-host read."""
     flat = scores.flatten(1)
     ks = (frac.double() * flat.shape[1]).ceil().long().clamp(min=1)  # (inst,)
     # One partial sort for all instances (a kthvalue per instance cost 2.5 ms of a 4.7 ms step).
-    q = flat.topk(int(ks.max()), dim=1).values.gather(1, (ks - 1)[:, None]).squeeze(1)
+    q = flat.topk(k_max or int(ks.max()), dim=1).values.gather(1, (ks - 1)[:, None]).squeeze(1)
     return torch.where(torch.isnan(tau), q, momentum * tau + (1 - momentum) * q)
 
 

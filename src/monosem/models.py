@@ -71,6 +71,47 @@ class ToyModels(nn.Module):
         h = self.hidden(x)
         return h, self.readout(h)
 
+    @torch.no_grad()
+    def loss_and_grads(self, x: Tensor, target: Tensor, l1: Tensor | None = None,
+                       l1_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The paper's loss backpropagated by hand: (task loss per instance, hidden activations h).
+
+        The gradient of Σ_inst [Σ(y − target)²/B + l1·Σ|h|/B + l1_out·Σ|y|/B] is written into each
+        parameter's `.grad` (allocated if missing). The same math as autograd through `forward`, `task_loss`
+        and `l1_penalty` (a test pins them equal), in about half the kernels: the five matmuls, the
+        activation and its derivative, the residual and the bias gradient, with the 2/B folded into the
+        matmuls' scale.
+        """
+        B = x.shape[1]
+        pre = torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2))  # (inst, B, k)
+        relu = self.activation == "relu"
+        h = pre.clamp_min_(0) if relu else self.act(pre)
+        y = torch.bmm(h, self.W2.transpose(1, 2))  # (inst, B, out)
+        # dL/dy = α·g with α = 2/B and g = y − target (+ l1_out·sign(y)/2)
+        sign_y = y.sign() if l1_out is not None else None
+        g = y.sub_(target)
+        task = g.square().sum(-1).mean(-1)
+        if sign_y is not None:
+            g.add_(sign_y.mul_(l1_out[:, None, None] / 2))
+        alpha = 2 / B
+        grads = [p.grad if p.grad is not None else torch.empty_like(p) for p in (self.W1, self.b1, self.W2)]
+        torch.baddbmm(grads[2], g.transpose(1, 2), h, beta=0, alpha=alpha, out=grads[2])  # (inst, out, k)
+        dh = torch.bmm(g, self.W2)  # (inst, B, k), in units of α
+        if l1 is not None:  # d(l1·|h|/B)/dh = α·(l1/2)·sign(h); for a ReLU sign(h) = 1 wherever h' ≠ 0
+            c = (l1 / 2)[:, None, None]
+            dh.add_(c if relu else h.sign().mul_(c))
+        if relu:
+            dpre = torch.ops.aten.threshold_backward(dh, h, 0)
+        elif self.activation == "gelu":
+            dpre = torch.ops.aten.gelu_backward(dh, pre)
+        else:  # solu: d(x·e^x)/dx = (1 + x)·e^x
+            dpre = dh.mul_(pre.exp().mul_(pre + 1))
+        torch.baddbmm(grads[0], dpre.transpose(1, 2), x, beta=0, alpha=alpha, out=grads[0])  # (inst, k, m)
+        torch.sum(dpre, 1, out=grads[1]).mul_(alpha)
+        for p, grad in zip((self.W1, self.b1, self.W2), grads):
+            p.grad = grad
+        return task, h
+
     def instance_state(self, i: int) -> dict[str, Tensor]:
         return {"W1": self.W1[i].detach().clone(), "b1": self.b1[i].detach().clone(), "W2": self.W2[i].detach().clone()}
 

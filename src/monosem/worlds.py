@@ -61,16 +61,25 @@ def sample_features(probs: Tensor, batch: int, gen: torch.Generator, signed: boo
     Signed (abs task): f = v1 − v2 with v1, v2 each drawn at p/2, as the authors' code ("cut eps in
     half to make this equivalent density").
     """
+    shape = (2, batch, probs.shape[-1]) if signed else (batch, probs.shape[-1])
+    u = torch.rand(shape, generator=gen, device=probs.device)
+    return features_from_uniforms(u, probs, signed, values)
+
+
+def features_from_uniforms(u: Tensor, probs: Tensor, signed: bool = False, values: str = "uniform") -> Tensor:
+    """The features that uniforms u (..., batch, N) (with a leading axis of 2 before `batch` when signed: v1's
+    and v2's) give at probabilities `probs` (..., N): the sampler's deterministic half, vectorised over any
+    leading axes (a study's seeds and densities at once)."""
     if signed:
         half = probs / 2
-        return sample_features(half, batch, gen) - sample_features(half, batch, gen)
+        return features_from_uniforms(u.select(-3, 0), half, False) - features_from_uniforms(u.select(-3, 1), half, False)
     # One uniform u per (sample, feature) gives both: present iff u < p, and then u/p ~ U[0,1) (the same
     # distribution as the paper's separate value and mask draws, at half the random numbers: drawing them
     # was 45% of a step at batch 1024).
-    u = torch.rand(batch, probs.shape[-1], generator=gen, device=probs.device)
     p = probs.unsqueeze(-2)
     if values == "uniform":
-        return torch.where(u < p, u / p, 0.0)
+        f = u / p
+        return f.masked_fill_(u >= p, 0.0)
     # Symmetric values for the bounds' power model, from the same uniform: w ~ U(0,1) given presence (u is
     # on a grid of 2^-24: half a step keeps w off 0 and 1), then U[-1,1) or, by the inverse normal CDF,
     # N(0,1) (its tails cut at ±5.3σ by that grid).
