@@ -61,7 +61,8 @@ def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
     rt = params.runtime
-    distributed = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes}
+    training = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes,
+                   "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs}
     ranks = rt.devices * rt.num_nodes
     instances = study.instances()
     for inst in instances:
@@ -85,7 +86,7 @@ def main(name: str) -> None:
         for gi in range(len(shapes)):
             module = module_for(gi)
             if module.start_step < module.steps:
-                lit.fit(module, rt.accelerator, progress=False, **distributed)
+                lit.fit(module, rt.accelerator, progress=False, **training)
         return
     tracker = open_tracker(params.tracking.experiment)
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
@@ -126,7 +127,7 @@ def main(name: str) -> None:
                 print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
             if module.start_step < module.steps:
                 lit.fit(module, rt.accelerator, [lit.CurveSink(sink, params.tracking.flush_seconds)]
-                        + ([lit.Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **distributed)
+                        + ([lit.Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **training)
             else:  # the checkpoint is the end of this group's training
                 sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
             if rt.checkpoint_every:  # a later group's interruption does not repeat this one

@@ -275,7 +275,10 @@ class ToyStudyModule(ChunkedSteps):
         else:
             loss, task = self.loss(x, target, track)
             self.optimizer.zero_grad()
-            self.manual_backward(loss)
+            if self._trainer is not None:  # Lightning's backward: DDP's gradient hooks run through it
+                self.manual_backward(loss)
+            else:
+                loss.backward()
         # The paper's cosine schedule (AdamW, TMS', keeps its rate constant). The optimiser is called directly:
         # Lightning's wrapper costs more than the step at the default shapes, and manual optimisation needs
         # nothing from it (the loop's length is the dataloader's).
