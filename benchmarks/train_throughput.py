@@ -1,12 +1,17 @@
-"""Training throughput of the batched Lightning module vs a plain PyTorch loop of the same math, and both
-against this machine's measured dense-matmul rate.
+"""Training step time against the time of the step's own matmuls, at three shapes, and the Lightning loop
+against a bare loop of the same module.
 
-    python benchmarks/train_throughput.py [--study LR1] [--steps 1500] [--repeats 5]
+    python benchmarks/train_throughput.py [--shapes default,regime,paper] [--repeats 5] [--threads 0]
 
-Prints a markdown table of medians over interleaved repeats. The Lightning row times its training loop
-(first batch to end); its Trainer start-up is printed separately. Samples/s counts every instance's samples
-(instances × batch per step). FLOPs per step are the matmuls of forward and backward:
-4·B·k·m + 6·B·k·d_out per instance (no gradient w.r.t. the input x).
+Per shape: the median over interleaved repeats of (a) one whole training step of the batched module (sampling,
+embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping), driven by a bare loop,
+and (b) its five matmuls alone, at the same instance layout and sizes: forward of both layers and the
+backward's three (∂W2 = gᵀh, ∂h = g·W2, ∂W1 = ∂preᵀx). The ratio (a)/(b) is what the step costs beyond its
+arithmetic. GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
+  default  the default profile's LR1 study (params.yaml): its instances, N, m, k, B
+  regime   N 128, m 32, k 256, B 1024, 3 seeds (the scale of the bias trick's regime, issue 16)
+  paper    N 512, m 64, k 1024, B 8192, 2 instances (the paper's shape; a few steps on the CPU)
+Then the default shape trained by `fit` (Lightning, as the stage does) against the bare loop.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
-from monosem.config import load_params  # noqa: E402
+from monosem.config import Study, World, load_params  # noqa: E402
 from monosem.lit import ToyStudyModule, fit  # noqa: E402
-from monosem.optim import cosine_factor  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 
 def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
+    """This machine's dense float32 matmul rate now (FLOP/s, median)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
@@ -41,24 +47,15 @@ def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def plain_loop(module: ToyStudyModule, steps: int) -> float:
-    """The module's own step (sampling, loss, bias decay, bookkeeping) and optimiser, driven by a bare
-    for-loop instead of Lightning: the only difference is Lightning itself."""
-    module.on_train_start()
-    opt = module.configure_optimizers()
-    t = time.perf_counter()
-    for step in range(steps):
-        loss, task = module.loss(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.param_groups[0]["lr"] = module.lr * cosine_factor(step, module.t_max)
-        opt.step()
-        module.after_update(step, task)
-    return time.perf_counter() - t
-
-
-def with_steps(instances, steps: int):
-    return [i.model_copy(update={"train": i.train.model_copy(update={"steps": steps})}) for i in instances]
+def shapes() -> dict[str, tuple[World, Study]]:
+    params = load_params(ROOT / "params.yaml")
+    lr1 = params.studies["LR1"]
+    big = lambda k, B, seeds: Study(world="w", model={"neurons": k}, seeds=seeds,  # noqa: E731
+                                    train={"steps": 4096, "batch_size": B, "lr": 0.01, "t_max": 512,
+                                           "bias_offset": -1.0, "bias_decay": 0.293})
+    return {"default": (params.worlds[lr1.world], lr1),
+            "regime": (World(n_features=128, d_embed=32, eps=1 / 16, n_eval=1024, seed=0), big(256, 1024, [0, 1, 2])),
+            "paper": (World(n_features=512, d_embed=64, eps=1 / 64, n_eval=1024, seed=0), big(1024, 8192, [0, 1]))}
 
 
 class Stopwatch(L.Callback):
@@ -72,52 +69,90 @@ class Stopwatch(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_loop(world, instances, steps: int) -> tuple[float, float]:
-    """(seconds in the training loop, seconds for the whole fit including Trainer start-up)."""
-    module, watch = ToyStudyModule(world, with_steps(instances, steps)), Stopwatch()
-    t = time.perf_counter()
+def with_steps(instances, steps: int):
+    return [i.model_copy(update={"train": i.train.model_copy(update={"steps": steps})}) for i in instances]
+
+
+def timed_fit(world, instances) -> tuple[float, ToyStudyModule]:
+    """(seconds in the training loop, the trained module): trained by `fit`, as the train stage does."""
+    module, watch = ToyStudyModule(world, instances), Stopwatch()
     fit(module, callbacks=[watch], progress=False)
-    return watch.seconds, time.perf_counter() - t
+    return watch.seconds, module
+
+
+def bare_steps(world, instances, steps: int) -> float:
+    """Seconds per step of the module's own step driven by a bare for-loop (no Lightning)."""
+    module = ToyStudyModule(world, with_steps(instances, steps + 8))
+    module.configure_optimizers()
+    module.on_train_start()
+    for step in range(8):  # warm-up: allocations, first curve points
+        module._step(step, None)
+    t = time.perf_counter()
+    for step in range(8, 8 + steps):
+        module._step(step, None)
+    return (time.perf_counter() - t) / steps
+
+
+def matmuls_alone(n: int, B: int, m: int, k: int, d: int, steps: int) -> float:
+    """Seconds per step of the step's five matmuls alone, at the module's layout (inst, batch, ·)."""
+    x, W1, W2 = torch.randn(n, B, m), torch.randn(n, k, m), torch.randn(n, d, k)
+    h, g = torch.randn(n, B, k), torch.randn(n, B, d)
+    out = [torch.empty(n, B, k), torch.empty(n, B, d), torch.empty(n, d, k), torch.empty(n, B, k), torch.empty(n, k, m)]
+
+    def once():
+        torch.bmm(x, W1.transpose(1, 2), out=out[0]), torch.bmm(h, W2.transpose(1, 2), out=out[1])
+        torch.bmm(g.transpose(1, 2), h, out=out[2]), torch.bmm(g, W2, out=out[3]), torch.bmm(h.transpose(1, 2), x, out=out[4])
+
+    for _ in range(3):
+        once()
+    t = time.perf_counter()
+    for _ in range(steps):
+        once()
+    return (time.perf_counter() - t) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", default="LR1")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--shapes", default="default,regime,paper")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    study = params.studies[args.study]
-    world = generate_world(params.worlds[study.world])
-    instances = study.instances()
-    i0 = instances[0]
-    n_inst, B, k, m, d_out = len(instances), i0.train.batch_size, i0.model.neurons, world.cfg.d_embed, world.d_out
-    flops_step = n_inst * (4 * B * k * m + 6 * B * k * d_out)
-    samples = n_inst * B * args.steps
-
-    lightning_loop(world, instances, 20)  # warm-up (and Lightning's deterministic mode, on for both loops)
-    lit, fit_total, plain = [], [], []
-    for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit both alike
-        loop_s, total_s = lightning_loop(world, instances, args.steps)
-        lit.append(loop_s)
-        fit_total.append(total_s)
-        plain.append(plain_loop(ToyStudyModule(world, with_steps(instances, args.steps)), args.steps))
-    lit, plain, startup = statistics.median(lit), statistics.median(plain), statistics.median(
-        t - s for t, s in zip(fit_total, lit))
+    table = {}
+    for name in args.shapes.split(","):
+        world_cfg, study = shapes()[name]
+        world, insts = generate_world(world_cfg), study.instances()
+        i0 = insts[0]
+        n, B, k, m, d = len(insts), i0.train.batch_size, i0.model.neurons, world.cfg.d_embed, world.d_out
+        flops = n * (4 * B * k * m + 6 * B * k * d)
+        steps = max(3, int(3e9 / flops))  # about 3 GFLOP of matmuls per timing
+        step, alone = [], []
+        for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit both alike
+            step.append(bare_steps(world, insts, steps))
+            alone.append(matmuls_alone(n, B, m, k, d, steps))
+        table[name] = (n, B, m, k, d, flops, statistics.median(step), statistics.median(alone))
+    lit_vs_bare = None
+    if "default" in table:
+        world_cfg, study = shapes()["default"]
+        world, insts = generate_world(world_cfg), with_steps(study.instances(), 1024)
+        lit = statistics.median(timed_fit(world, insts)[0] / 1024 for _ in range(3))
+        bare = statistics.median(bare_steps(world, insts, 1024) for _ in range(3))
+        lit_vs_bare = (lit, bare)
     peak = matmul_flops()
 
-    print(f"study {args.study}: {n_inst} instances, B={B}, m={m}, k={k}, out={d_out}; {args.steps} steps, "
-          f"median of {args.repeats}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| loop | samples/s | step ms | GFLOP/s | vs plain | vs matmul peak |")
-    print("|---|---|---|---|---|---|")
-    for name, secs in (("Lightning (batched module)", lit), ("plain PyTorch loop", plain)):
-        rate = flops_step * args.steps / secs
-        print(f"| {name} | {samples / secs:,.0f} | {1e3 * secs / args.steps:.2f} | {rate / 1e9:.1f} | "
-              f"{plain / secs:.2f} | {rate / peak:.2f} |")
-    print(f"| dense matmul 1024² (peak) | | | {peak / 1e9:.1f} | | 1.00 |")
-    print(f"\nLightning Trainer start-up, outside the loop: {startup:.2f} s per fit (median).")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024² (peak): "
+          f"{peak / 1e9:.0f} GFLOP/s in this run; medians of {args.repeats}\n")
+    print("| shape | instances × (B, m, k, N) | step ms | matmuls alone ms | step / matmuls | GFLOP/s | vs peak |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (n, B, m, k, d, flops, step, alone) in table.items():
+        print(f"| {name} | {n} × ({B}, {m}, {k}, {d}) | {step * 1e3:.2f} | {alone * 1e3:.2f} | {step / alone:.2f} | "
+              f"{flops / step / 1e9:.1f} | {flops / step / peak:.2f} |")
+    if lit_vs_bare:
+        lit, bare = lit_vs_bare
+        print(f"\nDefault shape, 1024 steps: Lightning's loop (`fit`) {lit * 1e3:.2f} ms per step, the bare loop "
+              f"{bare * 1e3:.2f} ms: Lightning costs {100 * (lit / bare - 1):+.0f}%.")
 
 
 if __name__ == "__main__":

@@ -69,12 +69,21 @@ def study_params(name: str, section: str = "studies") -> tuple[Params, str]:
     return params, name
 
 
-def groups(instances: list[Instance], by_density: bool = False) -> list[list[int]]:
-    """Indices of instances that train (or, split by feature density, are measured) together, in order."""
+def groups(instances: list[Instance], by_data: WorldData | None = None) -> list[list[int]]:
+    """Indices of instances that train together, in order; given their world, split further into the
+    instances that see the same data (one feature density, and one embedder when each seed has its own), which
+    are measured together."""
     out: dict[tuple, list[int]] = defaultdict(list)
     for i, inst in enumerate(instances):
-        out[inst.group_key + ((inst.data.eps,) if by_density else ())].append(i)
+        data = () if by_data is None else (inst.data.eps, by_data.cfg.embedder == "per_seed" and inst.seed)
+        out[inst.group_key + data].append(i)
     return list(out.values())
+
+
+def instance_world(world: WorldData, state: dict[str, torch.Tensor]) -> WorldData:
+    """The world as one trained model saw it: with its own embedders when they were drawn per seed (saved
+    with its weights)."""
+    return world.with_embedders(state["P"], state.get("Q")) if "P" in state else world
 
 
 def load_manifest(study: str) -> tuple[dict, list[Instance]]:
@@ -91,6 +100,8 @@ def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, 
             weights = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k)}
         else:  # a tied model: W (m, n), output bias b (n,)
             weights = {"W": (k, n), "b": (n,)}
+        if world.cfg.embedder == "per_seed":  # the model's own embedders
+            weights |= {"P": (world.cfg.d_embed, n)} | ({"Q": (world.cfg.d_embed, n)} if world.Q is not None else {})
         shapes[row["label"]] = weights | {"act_mean": (k,), "act_var": (k,)}
     tensors = load_tensors(model_dir(study) / "weights.safetensors",
                            {f"{label}/{name}": shape for label, s in shapes.items() for name, shape in s.items()})

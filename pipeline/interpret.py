@@ -1,7 +1,8 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import load_manifest, load_states, model_dir, open_tracker, result_dir, run, study_params, world_dir
+from common import (instance_world, load_manifest, load_states, model_dir, open_tracker, result_dir, run,
+                    study_params, world_dir)
 
 
 import pandas as pd
@@ -33,7 +34,7 @@ def main(name: str) -> None:
     n = world.cfg.n_features
 
     sfas = []
-    eval_x = {}  # per feature density (a study may sweep data.eps)
+    eval_x = {}  # per feature density (a study may sweep data.eps) and, with embedders per seed, per seed
     summaries = {}
     # Drawing the per-model figures costs ten times the analysis: they are drawn for one model, the first
     # seed of the last sweep point that trained (the one the report shows; the study's sfa and bias figures
@@ -48,11 +49,12 @@ def main(name: str) -> None:
             summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
             sfas.append(None)
             continue
-        if inst.data.eps not in eval_x:
-            at_eps = world.with_eps(inst.data.eps)
-            eval_x[inst.data.eps] = at_eps.inputs(at_eps.eval_f)
-        res = analyse(state["W1"], state["b1"], state["W2"], world.P, ACTIVATIONS[inst.model.activation],
-                      world.cfg.task, eval_x[inst.data.eps], world.Q)
+        seen = instance_world(world.with_eps(inst.data.eps), state)  # its density's eval set, its own P
+        key = (inst.data.eps, inst.seed if "P" in state else None)
+        if key not in eval_x:
+            eval_x[key] = seen.inputs(seen.eval_f)
+        res = analyse(state["W1"], state["b1"], state["W2"], seen.P, ACTIVATIONS[inst.model.activation],
+                      world.cfg.task, eval_x[key], seen.Q)
         sfa = res["sfa"]
         sfas.append(sfa)
         summaries[inst.label] = res["summary"]

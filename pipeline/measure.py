@@ -1,7 +1,8 @@
 """measure@<study>: loss and monosemanticity of every instance on the world's eval set and probes."""
 
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import groups, load_manifest, load_states, open_tracker, result_dir, run, study_params, world_dir
+from common import (groups, instance_world, load_manifest, load_states, open_tracker, result_dir, run,
+                    study_params, world_dir)
 
 import statistics
 
@@ -63,8 +64,8 @@ def main(name: str) -> None:
 
     rows, features = [None] * len(instances), {}
     tied = instances[0].model.kind != "jermyn"
-    for members in groups(instances, by_density=True):  # each density has its own eval set
-        world = base_world.with_eps(instances[members[0]].data.eps)
+    for members in groups(instances, by_data=base_world):  # each density has its own eval set, each P its inputs
+        world = instance_world(base_world.with_eps(instances[members[0]].data.eps), states[members[0]])
         eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
         cfg = instances[members[0]].model
         model = models_from_states([states[i] for i in members], cfg)

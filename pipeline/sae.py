@@ -2,7 +2,7 @@
 measured against the true features, exported for SAELens, one MLflow run per SAE."""
 
 # First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
+from common import instance_world, load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
 
 import json
 import shutil
@@ -44,7 +44,7 @@ def main(name: str) -> None:
     idx = [i.label for i in instances].index(cfg.instance)
     inst = instances[idx]
     model = models_from_states([states[idx]], inst.model).requires_grad_(False)
-    world = world.with_eps(inst.data.eps)
+    world = instance_world(world.with_eps(inst.data.eps), states[idx])
     eval_f = eval_features(world, world.probs, cfg.n_eval)
     source = Activations(world, model, cfg.layer, eval_f)
     true_l0 = float(world.probs.sum())

@@ -136,6 +136,9 @@ def main(name: str) -> None:
             for j, i in enumerate(members):
                 states[i] = module.model.instance_state(j) | {"act_mean": module.act_mean[j].float(),
                                                                "act_var": act_var[j].float()}
+                if world.cfg.embedder == "per_seed":  # saved with the weights: measure and interpret use them
+                    own = world.for_seed(instances[i].seed)
+                    states[i] |= {"P": own.P} | ({"Q": own.Q} if own.Q is not None else {})
                 if module.diverged_at[j] >= 0:
                     diverged[i] = int(module.diverged_at[j])
                 for r, step in enumerate(module.curves.steps):

@@ -64,6 +64,33 @@ def test_repro_produces_every_output(repo):
     assert "mono_per_feature" in shown
 
 
+def test_each_seed_has_its_own_embedder_and_measure_and_interpret_use_it(repo):
+    import csv
+
+    import torch
+    from safetensors.torch import load_file
+
+    from monosem.artifacts import load_world
+    from monosem.metrics import count_mono, measure, single_feature_activations
+    from monosem.models import ToyModels
+
+    repo, _ = repo
+    weights = load_file(repo / "models/LR1/weights.safetensors")
+    world = load_world(repo / "data/worlds/tiny")
+    P0, P1 = weights["lr=0.003,seed=0/P"], weights["lr=0.003,seed=1/P"]
+    assert not torch.equal(P0, P1) and torch.equal(P0, weights["lr=0.03,seed=0/P"])  # per seed, not per point
+    assert torch.equal(P1, world.for_seed(1).P)
+    label = "lr=0.003,seed=1"
+    model = ToyModels.from_states([{k: weights[f"{label}/{k}"] for k in ("W1", "b1", "W2")}], "relu")
+    own = world.for_seed(1)
+    loss = measure(model, own.probes, own.inputs(own.eval_f), own.targets(own.eval_f))["loss"].item()
+    shared = measure(model, world.probes, world.inputs(world.eval_f), world.targets(world.eval_f))["loss"].item()
+    rows = {r["label"]: r for r in csv.DictReader(open(repo / "results/LR1/instances.csv"))}
+    assert float(rows[label]["loss"]) == pytest.approx(loss, rel=1e-5) and abs(shared - loss) > 1e-3 * loss
+    summary = json.loads((repo / f"results/LR1/interp/summaries/{label}.json").read_text())
+    assert summary["n_mono_at_0.999"] == int(count_mono(single_feature_activations(model, own.probes)))
+
+
 def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     repo, _ = repo
     c, _ = client(repo)

@@ -170,6 +170,18 @@ def test_instances_at_other_densities_train_together_exactly_as_alone():
     assert not torch.equal(together.model.W1[0], together.model.W1[2])  # the density mattered
 
 
+def test_with_embedders_per_seed_each_seed_trains_on_its_own_P_batched_as_alone():
+    world = generate_world(WORLD.model_copy(update={"embedder": "per_seed"}))
+    insts = [instance(seed=s, lr=lr) for lr in (0.003, 0.03) for s in (0, 1)]
+    together = batched_run(world, insts)
+    assert not torch.equal(world.for_seed(0).P, world.for_seed(1).P)
+    assert torch.equal(world.for_seed(1).P, world.for_seed(1).P)  # derived, not drawn twice differently
+    for i, inst in enumerate(insts):
+        ref = reference_run(world.for_seed(inst.seed), inst, inst.train.steps)
+        for name in ("W1", "b1", "W2"):
+            torch.testing.assert_close(getattr(together.model, name)[i].detach(), ref[name], rtol=1e-4, atol=1e-5)
+
+
 def test_bias_decay_only_in_first_half():
     world = generate_world(WORLD)
     # lr tiny so the optimiser barely moves b; decay huge so its effect is unmistakable.

@@ -33,6 +33,9 @@ class World(_Strict):
                                     description="feature i's loss weight I_i = decay^i, i = 0..N-1 (tms task only)")
     n_eval: int = Field(default=8192, ge=1, description="size of the held-out evaluation set")
     seed: int = Field(default=0, ge=0)
+    embedder: Literal["shared", "per_seed"] = Field(
+        default="shared", description="shared: one P (and Q) for every model; per_seed: each instance seed draws "
+                                      "its own, as the authors drew a fresh P for every run")
 
     @model_validator(mode="after")
     def _tms_fields(self) -> World:
@@ -41,6 +44,8 @@ class World(_Strict):
                              f"n_features = {self.n_features}")
         if self.task != "tms" and (self.values != "uniform" or self.importance_decay != 1):
             raise ValueError("values and importance_decay apply to the tms task only")
+        if self.task == "tms" and self.embedder != "shared":
+            raise ValueError("the tms task has no embedder (x = f): embedder must be shared")
         return self
 
 

@@ -195,7 +195,7 @@ class ToyStudyModule(ChunkedSteps):
         if self.use_cuda_graphs and self.by_hand and self.device.type == "cuda" and self.optimizer_name == "lamb":
             self.graphs, self._side_stream = {}, torch.cuda.Stream(self.device)
             self._lr_factor = torch.ones((), device=self.device)
-        self.world = self.world.to(self.device)
+        self.world = self.world.to(self.device).stacked(self.seeds)  # per-seed embedders (seed, m, N), if any
         self.importance = self.world.importance
         self.stream.reset(self.device)
         self._loss_n = 0
@@ -317,8 +317,8 @@ class ToyStudyModule(ChunkedSteps):
     def batch(self) -> tuple[Tensor, Tensor]:
         """A fresh batch: each instance's inputs x (inst, batch, m) and targets (inst, batch, out), this
         process's slice of it under data parallelism."""
-        f = self.stream.next().flatten(0, 1)  # (dens·seed, batch, N)
-        x, target = self.world.inputs(f), self.world.targets(f)  # embedded once per stream, not per instance
+        f = self.stream.next()  # (dens, seed, batch, N)
+        x, target = self.world.inputs(f).flatten(0, 1), self.world.targets(f).flatten(0, 1)  # once per stream
         if self.gather:
             x, target = x[self.source], target[self.source]
         if self.use_noise:  # train-time input noise: one stream per seed, scaled per instance
@@ -390,8 +390,9 @@ class ToyStudyModule(ChunkedSteps):
         if self.ranks > 1:
             loss = self.all_gather(loss).mean(0)
         if self.model.privileged:  # models whose hidden units are neurons; the 0.999 rule needs fp32, not TF32
+            probes = self.world.probes
             with matmul_precision_of("highest"):
-                sfa = single_feature_activations(self.model, self.world.probes)
+                sfa = single_feature_activations(self.model, probes[self.seed_idx] if probes.dim() == 3 else probes)
             mono = count_mono(sfa) / self.world.cfg.n_features
         else:
             mono = torch.full_like(self.lr, float("nan"))

@@ -17,9 +17,9 @@ POSITIVE_BIAS = 0.05  # `plot_bias` prints the count of neurons with bias above 
 def single_feature_activations(model: ToyModels, probes: Tensor) -> Tensor:
     """sfa[i, n, j]: activation of neuron n of instance i when only feature j is on, at amplitude 1.
 
-    probes: (N, m), the rows P e_j. Returns (inst, k, N).
+    probes: (N, m), the rows P e_j, or (inst, N, m), each instance's own. Returns (inst, k, N).
     """
-    h = model.hidden(probes.expand(model.n_inst, *probes.shape))  # (inst, N, k)
+    h = model.hidden(probes if probes.dim() == 3 else probes.expand(model.n_inst, *probes.shape))  # (inst, N, k)
     return h.transpose(1, 2)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -129,21 +129,43 @@ class WorldData:
         return draw_features(self.cfg, self.probs if probs is None else probs, batch, gen)
 
     def inputs(self, f: Tensor) -> Tensor:
+        """x = P f, (..., batch, m). With embedders stacked per seed (`stacked`), f's axis before the batch is
+        the seed's."""
         if self.cfg.task == "tms":  # TMS feeds the features in directly (P is the identity)
             return f
-        return f @ self.P.T  # (..., m)
+        return f @ self.P.transpose(-1, -2)
 
     def targets(self, f: Tensor) -> Tensor:
         if self.cfg.task == "reprojector":
-            return f @ self.Q.T
+            return f @ self.Q.transpose(-1, -2)
         if self.cfg.task == "abs":
             return f.abs()
         return f
 
     @property
     def probes(self) -> Tensor:
-        """The N single-feature probes x = P e_i at amplitude 1, shape (N, m)."""
-        return self.P.T.contiguous()
+        """The N single-feature probes x = P e_i at amplitude 1, shape (N, m) (per seed when stacked)."""
+        return self.P.transpose(-1, -2).contiguous()
+
+    def for_seed(self, seed: int) -> WorldData:
+        """The world as the models of instance seed `seed` see it: with `embedder: per_seed` their own P (and Q),
+        drawn from the world's seed and theirs (the authors drew a fresh P for every run); else this world."""
+        if self.cfg.embedder == "shared":
+            return self
+        draw = lambda name: random_embedder(self.cfg.n_features, self.cfg.d_embed,  # noqa: E731
+                                            generator(self.cfg.seed, name, "seed", seed)).to(self.P.device)
+        return self.with_embedders(draw("P"), draw("Q") if self.Q is not None else None)
+
+    def with_embedders(self, P: Tensor, Q: Tensor | None = None) -> WorldData:
+        return replace(self, P=P, Q=Q)
+
+    def stacked(self, seeds: list[int]) -> WorldData:
+        """Embedders per seed stacked on a leading axis, (seed, m, N); the world itself when they are shared."""
+        if self.cfg.embedder == "shared":
+            return self
+        worlds = [self.for_seed(s) for s in seeds]
+        Q = torch.stack([w.Q for w in worlds]) if self.Q is not None else None
+        return self.with_embedders(torch.stack([w.P for w in worlds]), Q)
 
     def with_eps(self, eps: float | None) -> WorldData:
         """The same world (embedders, distribution, task) at feature density ε: probabilities and a held-out
