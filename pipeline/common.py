@@ -18,7 +18,7 @@ sys.path.insert(0, str(SRC))
 # cannot import before torch), so MLflow loads on the other core while this process imports torch.
 _WORKER = (subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-           if Path(sys.argv[0]).stem in ("train", "measure", "interpret", "sae") else None)
+           if Path(sys.argv[0]).stem in ("train", "measure", "interpret", "sae", "report") else None)
 
 import torch  # noqa: E402
 

@@ -6,7 +6,8 @@ import statistics
 
 import pandas as pd
 
-from common import REPORTS, model_dir, result_dir, run, sae_dirs
+from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs
+from report_explorer import write_explorer
 
 from monosem.artifacts import read_json, write_json, write_text
 from monosem.claims import evaluate
@@ -267,6 +268,8 @@ SAE_FIGURES = ("pareto.png", "recovery.png", "shrinkage.png", "training.png")
 
 def main() -> None:
     params = load_params()
+    tracker = open_tracker(params.tracking.experiment)
+    tracker.check()  # an unusable store fails the stage before it writes anything
     studies, sections = {}, []
     shutil.rmtree(REPORTS / "figures", ignore_errors=True)
     (REPORTS / "figures").mkdir(parents=True)
@@ -325,6 +328,7 @@ def main() -> None:
                       *studies_table(params), "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
                       mechanism_section(interp, studies, claims, mech_figures), *sae_sections])
     write_text(REPORTS / "report.md", text)
+    write_explorer(params, claims, tracker)
     held = sum(c["holds"] is True for c in claims)
     print(f"report: {len(studies)} studies, {held}/{len(claims)} claims hold -> {REPORTS / 'report.md'}")
 

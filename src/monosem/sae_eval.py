@@ -1,5 +1,6 @@
-"""Measuring trained SAEs: every metric of one batched module on the held-out activations, the toy model's
-loss with the reconstruction spliced in, comparisons at matched L0, and the Gated SAE paper's claims.
+"""Measuring trained SAEs: the activations they read and the true feature directions in them, every metric of one
+batched module on the held-out activations, the toy model's loss with the reconstruction spliced in, comparisons at
+matched L0, and the Gated SAE paper's claims.
 
 Units: reconstruction metrics are taken on the scaled activations the SAEs see (E‖x‖² = 1; every one of them
 but `mse` is scale-free); ground-truth metrics use the true directions as unit rows G_i with the coefficient
@@ -17,7 +18,47 @@ import torch
 from torch import Tensor
 
 from .models import task_loss
+from .sae import input_scale
 from .sae_metrics import ground_truth_metrics, reconstruction_metrics
+from .worlds import WorldData
+
+
+class Activations:
+    """An SAE study's inputs: a toy model's world inputs x = P·f (`layer` input) or its hidden layer h(x) (a
+    one-instance model), times `scale`, fixed from the held-out set so that E‖scale·a‖² = 1 (`sae.input_scale`)."""
+
+    def __init__(self, world: WorldData, model, layer: str, eval_f: Tensor):
+        self.world, self.model, self.layer = world, model, layer
+        self.scale = 1.0
+        self.scale = input_scale(self(eval_f))
+
+    def raw(self, f: Tensor) -> Tensor:
+        """Features (..., B, N) → activations (..., B, n) in the model's own units."""
+        x = self.world.inputs(f)
+        if self.layer == "input":
+            return x
+        return self.model.hidden(x.reshape(1, -1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+    def __call__(self, f: Tensor) -> Tensor:
+        return self.raw(f) * self.scale
+
+    @torch.no_grad()
+    def truth(self) -> tuple[Tensor, Tensor]:
+        """(G, norms): each true feature's direction in activation space as a unit row (N, n), and its norm.
+
+        input: x = Σ_i f_i P_i exactly, so G_i = P_i. hidden: the response to feature i alone at amplitude 1,
+        h(P_i) − h(0): exact for a linear hidden layer (TMS' h = Wx), a first-order description for a ReLU layer
+        (where features interact through the threshold). A coefficient f_i then stands for f_i·norm_i along G_i."""
+        eye = torch.eye(self.world.cfg.n_features, device=self.world.P.device)
+        G = self.raw(eye) - self.raw(torch.zeros_like(eye[:1]))
+        norms = G.norm(dim=-1)
+        return G / norms.clamp(min=1e-12).unsqueeze(-1), norms
+
+    def to(self, device) -> Activations:
+        self.world = self.world.to(device)
+        if self.model is not None:
+            self.model = self.model.to(device)
+        return self
 
 
 @torch.no_grad()

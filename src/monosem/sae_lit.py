@@ -16,48 +16,11 @@ from torch import Tensor
 
 from .config import K_ARCHITECTURES, SaeTrain
 from .lit import ChunkedSteps, Curves, log_steps
-from .sae import TopKSAE, build_sae, input_scale
+from .sae import TopKSAE, build_sae
+from .sae_eval import Activations  # noqa: F401  (its home is sae_eval: the report reads it without Lightning)
 from .worlds import WorldData, derive_seed, generator
 
 SAE_CURVES = ("mse", "l0", "dead_fraction")
-
-
-class Activations:
-    """An SAE study's inputs: a toy model's world inputs x = P·f (`layer` input) or its hidden layer h(x) (a
-    one-instance model), times `scale`, fixed from the held-out set so that E‖scale·a‖² = 1 (`sae.input_scale`)."""
-
-    def __init__(self, world: WorldData, model, layer: str, eval_f: Tensor):
-        self.world, self.model, self.layer = world, model, layer
-        self.scale = 1.0
-        self.scale = input_scale(self(eval_f))
-
-    def raw(self, f: Tensor) -> Tensor:
-        """Features (..., B, N) → activations (..., B, n) in the model's own units."""
-        x = self.world.inputs(f)
-        if self.layer == "input":
-            return x
-        return self.model.hidden(x.reshape(1, -1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-
-    def __call__(self, f: Tensor) -> Tensor:
-        return self.raw(f) * self.scale
-
-    @torch.no_grad()
-    def truth(self) -> tuple[Tensor, Tensor]:
-        """(G, norms): each true feature's direction in activation space as a unit row (N, n), and its norm.
-
-        input: x = Σ_i f_i P_i exactly, so G_i = P_i. hidden: the response to feature i alone at amplitude 1,
-        h(P_i) − h(0): exact for a linear hidden layer (TMS' h = Wx), a first-order description for a ReLU layer
-        (where features interact through the threshold). A coefficient f_i then stands for f_i·norm_i along G_i."""
-        eye = torch.eye(self.world.cfg.n_features, device=self.world.P.device)
-        G = self.raw(eye) - self.raw(torch.zeros_like(eye[:1]))
-        norms = G.norm(dim=-1)
-        return G / norms.clamp(min=1e-12).unsqueeze(-1), norms
-
-    def to(self, device) -> Activations:
-        self.world = self.world.to(device)
-        if self.model is not None:
-            self.model = self.model.to(device)
-        return self
 
 
 class SAEStudyModule(ChunkedSteps):

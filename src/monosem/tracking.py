@@ -171,6 +171,10 @@ class Tracker:
         """Waits: the file is copied before the call returns, so the stage may then change or delete it."""
         self._call("log_artifact", run_id, str(path), artifact_path)
 
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        """A folder's files, waiting as `log_artifact` does."""
+        self._call("log_artifacts", run_id, str(folder), artifact_path)
+
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.set_tags(run_id, {"monosem.failure": reason[:5000]})

@@ -100,6 +100,9 @@ class Store:
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
 
+    def log_artifacts(self, run_id: str, path: str, artifact_path: str | None) -> None:
+        self.client.log_artifacts(run_id, path, artifact_path)
+
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
