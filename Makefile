@@ -1,14 +1,15 @@
-# make repro | make test | make setup | make ui | make bench   (VENV=path: another environment; PROFILE=paper)
+# make repro | make explore | make test | make setup | make ui | make bench   (VENV=path: another environment; PROFILE=paper)
 VENV ?= .venv
 PYTHON ?= python3.11
 PORT ?= 5000
+EXPLORE_PORT ?= 8000
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.monosem-setup
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test ui bench
+.PHONY: setup repro explore test ui bench
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,6 +28,14 @@ ifneq ($(PROFILE),)
 	cp profiles/$(PROFILE).yaml params.yaml
 endif
 	dvc repro
+
+# The explorer the report stage writes: its address on disk (it needs no server), and the same pages served on
+# loopback until Ctrl-C.
+explore: setup
+	@test -f reports/explorer/index.html || { echo "no explorer yet: make repro first"; exit 1; }
+	@echo "explorer: file://$(CURDIR)/reports/explorer/index.html"
+	@echo "served at http://127.0.0.1:$(EXPLORE_PORT)/ (Ctrl-C stops)"
+	@$(PY) -m http.server --bind 127.0.0.1 --directory reports/explorer $(EXPLORE_PORT)
 
 # Two workers, a test file each at a time: the end-to-end files are mostly stage start-up, one core each.
 test: setup

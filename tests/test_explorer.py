@@ -1,13 +1,20 @@
 """The explorer as a researcher uses it: a real `dvc repro` on tiny params writes reports/explorer/, and a real
 headless Chromium opens its pages from disk, reads them, sorts and filters tables and clicks a neuron."""
 
+import csv
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
-from e2e import client, make_repo, sh, tiny
+from e2e import ROOT, client, make_repo, sh, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -122,8 +129,8 @@ def test_model_page_draws_the_heatmap_and_a_click_on_a_neuron_opens_its_page(rep
 
 def test_neuron_page_shows_its_response_outputs_and_sensitivity(repo, browser, shots):
     label = "lr=0.03,seed=0"
-    neurons = {int(r["neuron"]): r for r in __import__("csv").DictReader(
-        open(repo / "results/LR1/interp/neurons" / f"{label}.csv"))}
+    with open(repo / "results/LR1/interp/neurons" / f"{label}.csv") as fh:
+        neurons = {int(r["neuron"]): r for r in csv.DictReader(fh)}
     n = next(k for k, r in neurons.items() if r["class"] == "poly")
     visit(browser, repo, f"neuron/LR1/{label}/{n}")
     assert browser.find_element("id", "class").text == "poly"
@@ -165,3 +172,33 @@ def test_claims_page_lists_every_claim_and_the_report_run_holds_the_explorer(rep
     logged = {a.path for a in c.list_artifacts(run.info.run_id)} | {
         a.path for a in c.list_artifacts(run.info.run_id, "explorer")}
     assert {"report.md", "claims.json", "explorer/index.html", "explorer/plotly.min.js", "explorer/data"} <= logged
+
+
+def test_make_explore_prints_the_path_and_serves_the_pages_on_loopback(repo, browser):
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy2(ROOT / name, repo / name)  # mtimes kept: `make setup` has nothing to redo
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    venv = Path(sys.executable).parents[1]
+    proc = subprocess.Popen(["make", "-s", "-C", str(repo), "explore", f"EXPLORE_PORT={port}", f"VENV={venv}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == f"explorer: file://{repo}/reports/explorer/index.html"
+        deadline = time.time() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "make explore did not serve"
+                time.sleep(0.3)
+        assert "<title>monosem explorer</title>" in page
+        from browser import open_page
+
+        open_page(browser, f"http://127.0.0.1:{port}/#/study/LR1")
+        check_clean(browser, "served study page")
+        assert len(rows(browser, "instances")) == 4
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

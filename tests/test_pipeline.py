@@ -97,7 +97,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     runs = all_runs(repo)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 6 and len(children) == 22 + 12
+    assert len(parents) == 6 + 1 and len(children) == 22 + 12  # 5 studies and the SAE study; the report's own run
     assert all(r.info.status == "FINISHED" for r in runs)
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     ids = {e["run_id"] for e in manifest["instances"]}
@@ -184,7 +184,7 @@ def test_editing_one_study_reruns_only_that_study_and_the_report(repo):
     out = sh("dvc repro", repo).stdout
     assert ran(out) == {"train@LR3", "measure@LR3", "interpret@LR3", "report"}
     assert (repo / "results/LR1/metrics.json").read_bytes() == lr1_metrics
-    assert len(all_runs(repo)) == before + 1 + 4  # a new parent and one run per LR3 instance
+    assert len(all_runs(repo)) == before + 1 + 4 + 1  # a new parent, one run per LR3 instance, the report's run
 
 
 def test_editing_a_world_reruns_it_and_only_the_studies_trained_on_it(repo):

@@ -48,6 +48,11 @@ def test_an_unreachable_tracking_server_fails_stages_fast_and_writes_nothing(rep
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on the discard port
     metrics = (repo / "results/LR1/metrics.json").read_bytes()
+    report = (repo / "reports/report.md").read_bytes()
+    out = subprocess.run([sys.executable, "pipeline/report.py"], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error: tracking store http://127.0.0.1:9 ")
+    assert (repo / "reports/report.md").read_bytes() == report
     shutil.rmtree(repo / "results/LR1/interp", ignore_errors=True)
     for stage in ("measure", "interpret", "train"):
         if stage == "train":
@@ -82,8 +87,8 @@ def test_queued_experiments_run_two_at_a_time_and_log_into_the_root_store(repo):
     runs = all_runs(repo)
     for name in names:
         mine = [r for r in runs if r.data.tags.get("dvc.exp_name") == name]
-        assert len(mine) == 1 + 4 and all(r.info.status == "FINISHED" for r in mine), name  # LR3 only
-        assert {r.data.tags["dvc.stage"] for r in mine} == {"train@LR3"}
+        assert len(mine) == 1 + 4 + 1 and all(r.info.status == "FINISHED" for r in mine), name  # LR3, the report
+        assert {r.data.tags["dvc.stage"] for r in mine} == {"train@LR3", "report"}
     assert not list(repo.glob(".dvc/tmp/exps/**/mlflow.db"))  # nothing was logged to a temporary copy
 
 

@@ -155,11 +155,11 @@ function sweepPlot(s, rows, metric) {
     const k = s.series_keys.map((key) => `${key.split(".").pop()}=${r["sweep." + key]}`).join(",") || "seeds";
     (series[k] = series[k] || []).push(r);
   });
-  const traces = Object.entries(series).map(([k, rs]) => ({
-    type: "scatter", mode: "markers", name: k, x: rs.map((r) => (xk ? r[xk] : r.point)), y: rs.map((r) => r[metric]),
-    customdata: rs.map((r) => [r.label, r.seed]), marker: { size: 9, opacity: 0.8 },
+  const traces = Object.entries(series).flatMap(([k, rs], i) => [{
+    type: "scatter", mode: "markers", name: k, legendgroup: k, marker: { size: 9, opacity: 0.8, color: PALETTE[i % PALETTE.length] }, x: rs.map((r) => (xk ? r[xk] : r.point)), y: rs.map((r) => r[metric]),
+    customdata: rs.map((r) => [r.label, r.seed]),
     hovertemplate: `%{customdata[0]}<br>seed %{customdata[1]}<br>${LABELS[metric] || metric} %{y:.4g}<extra></extra>`,
-  }));
+  }, meanLine(rs, (r) => (xk ? r[xk] : r.point), metric, k, PALETTE[i % PALETTE.length])]);
   const layout = { title: { text: `${s.name}: ${LABELS[metric] || metric}, every seed a point (click: the model)` },
     xaxis: { title: { text: s.x_key || "point" }, type: logx ? "log" : numeric ? "linear" : "category" },
     yaxis: { title: { text: LABELS[metric] || metric } }, hovermode: "closest" };
@@ -167,6 +167,14 @@ function sweepPlot(s, rows, metric) {
     gd.removeAllListeners && gd.removeAllListeners("plotly_click");
     gd.on("plotly_click", (ev) => (location.hash = "#/" + ["model", s.name, ev.points[0].customdata[0]].map(enc).join("/")));
   });
+}
+
+function meanLine(rs, x, metric, group, color) { // the seeds' mean at each swept value
+  const at = new Map();
+  rs.forEach((r) => { if (r[metric] !== null) at.set(x(r), (at.get(x(r)) || []).concat([r[metric]])); });
+  const xs = [...at.keys()];
+  return { type: "scatter", mode: "lines", x: xs, y: xs.map((v) => at.get(v).reduce((a, b) => a + b, 0) / at.get(v).length),
+    name: `${group} mean`, legendgroup: group, showlegend: false, hoverinfo: "skip", line: { color, width: 1.5 } };
 }
 
 async function modelData(name, label) {
@@ -208,7 +216,7 @@ async function modelPage(main, [name, label]) {
     hovertemplate: "neuron %{customdata[0]}<br>feature %{customdata[1]}<br>activation %{z:.4f}<br>frac_mono %{customdata[2]:.4f}"
       + "<br>class %{customdata[3]}<extra></extra>" }], {
     title: { text: `Single-feature activations: neurons most monosemantic first (click a neuron)` },
-    xaxis: { title: { text: "neuron (by frac_mono)" } }, yaxis: { title: { text: "feature (by the neuron it drives most)" } } })
+    xaxis: { title: { text: "neuron (by frac_mono)" } }, yaxis: { title: { text: "feature (by the neuron it drives most)" }, autorange: "reversed" } })
     .then((gd) => gd.on("plotly_click", (ev) => open(ev.points[0].customdata[0])));
   const classes = ["mono", "poly", "dead"].map((c) => {
     const ns = order.filter((n) => byId[n].class === c);
@@ -326,7 +334,7 @@ function claimsPage(main) {
   const rows = idx.claims.map((c) => ({ ...c, verdict: c.holds === true ? "holds" : c.holds === false ? "does not hold" : "not tested" }));
   main.append(h("h1", {}, "Claims"), h("p", { class: "facts" }, `${rows.filter((c) => c.holds === true).length} of ${rows.length} hold; `,
     "each judged on all seeds by a criterion fixed in advance (src/monosem/claims.py, sae_eval.py)."),
-  sortableTable([{ key: "claim", text: true }, { key: "verdict", cell: (c) => verdict(c.holds) }, { key: "criterion", text: true },
+  sortableTable([{ key: "claim", text: true }, { key: "verdict", text: true, cell: (c) => verdict(c.holds) }, { key: "criterion", text: true },
     { key: "evidence", text: true }, { key: "studies", text: true, cell: (c) => (c.studies || []).map((s, i) => [i ? ", " : "",
       names.has(s) ? link(s, ["study", s]) : saes.has(s) ? link(s, ["saes", s]) : s]) }], rows, { filter: "verdict", id: "claims" }));
 }
