@@ -30,12 +30,12 @@ endif
 	dvc repro
 
 # The explorer the report stage writes: its address on disk (it needs no server), and the same pages served on
-# loopback until Ctrl-C.
-explore: setup
+# loopback until Ctrl-C (by any Python's standard library: nothing to install).
+explore:
 	@test -f reports/explorer/index.html || { echo "no explorer yet: make repro first"; exit 1; }
 	@echo "explorer: file://$(CURDIR)/reports/explorer/index.html"
 	@echo "served at http://127.0.0.1:$(EXPLORE_PORT)/ (Ctrl-C stops)"
-	@$(PY) -m http.server --bind 127.0.0.1 --directory reports/explorer $(EXPLORE_PORT)
+	@python3 -m http.server --bind 127.0.0.1 --directory reports/explorer $(EXPLORE_PORT)
 
 # Two workers, a test file each at a time: the end-to-end files are mostly stage start-up, one core each.
 test: setup

@@ -1,10 +1,13 @@
 """The report stage's explorer: reads every study's and SAE study's outputs, writes `reports/explorer/`
-(monosem.explorer) and logs it, with report.md and claims.json, to the report's own MLflow run."""
+(monosem.explorer) and logs it as one self-contained `explorer.html`, with report.md and claims.json, to the
+report's own MLflow run."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -12,7 +15,7 @@ import torch
 from common import REPORTS, groups, load_manifest, load_states, model_dir, result_dir, sae_dirs, world_dir
 
 from monosem.artifacts import load_tensors, load_world, read_json
-from monosem.explorer import AMPLITUDES, model_page, sae_page, tied_page, write_site
+from monosem.explorer import AMPLITUDES, bundle, model_page, sae_page, tied_page, write_site
 from monosem.metrics import single_feature_activations
 from monosem.models import models_from_states
 from monosem.sae_eval import Activations
@@ -90,12 +93,10 @@ def sae_study_pages(name: str, cfg, instances: list, states: list) -> tuple[dict
 
 
 @torch.no_grad()
-def write_explorer(params, claims: list[dict], tracker) -> None:
-    """Write reports/explorer/ and log it to the report's MLflow run (with report.md and claims.json)."""
-    start = time.perf_counter()
-    index = {"experiment": {"name": params.tracking.experiment, "id": tracker.experiment_id,
-                            "ui": tracker.uri if tracker.uri.startswith("http") else MLFLOW_UI},
-             "studies": [], "saes": [], "claims": claims}
+def build_explorer(params, claims: list[dict], out: Path, experiment: dict) -> dict:
+    """Write the explorer of this run's outputs to `out`; `experiment`: {name, id, ui}, for the links to MLflow.
+    Returns its size (write_site) and page count."""
+    index = {"experiment": experiment, "studies": [], "saes": [], "claims": claims}
     pages, loaded = {}, {}
     for name, study in params.studies.items():
         entry, model_pages, instances, states = study_pages(name, study)
@@ -106,15 +107,23 @@ def write_explorer(params, claims: list[dict], tracker) -> None:
         entry, sae_pages = sae_study_pages(name, cfg, *loaded[cfg.study])
         index["saes"].append(entry)
         pages |= sae_pages
-    out = REPORTS / "explorer"
-    size = write_site(out, index, pages)
+    return write_site(out, index, pages) | {"pages": len(pages)}
+
+
+def write_explorer(params, claims: list[dict], tracker) -> None:
+    """Write reports/explorer/ and log it to the report's MLflow run (with report.md and claims.json)."""
+    start, out = time.perf_counter(), REPORTS / "explorer"
+    size = build_explorer(params, claims, out, {"name": params.tracking.experiment, "id": tracker.experiment_id,
+                                                "ui": tracker.uri if tracker.uri.startswith("http") else MLFLOW_UI})
     run_id = tracker.start("report", {"studies": len(params.studies), "saes": len(params.saes)}, lineage_tags(tracker.root))
     with tracker.closing([run_id]):
         tracker.log_metrics(run_id, {"claims": len(claims), "claims_hold": sum(c["holds"] is True for c in claims),
                                      "explorer_mb": size["mb"]})
         for path in (REPORTS / "report.md", REPORTS / "claims.json"):
             tracker.log_artifact(run_id, path)
-        tracker.log_artifacts(run_id, out, "explorer")
+        with tempfile.TemporaryDirectory() as tmp:  # one self-contained file: MLflow's UI shows it as a page
+            bundle(out, Path(tmp) / "explorer.html")
+            tracker.log_artifact(run_id, Path(tmp) / "explorer.html")
         tracker.end(run_id)
-    print(f"report: explorer of {len(pages)} pages, {size['mb']:.1f} MB in {size['files']} files, "
+    print(f"report: explorer of {size['pages']} pages, {size['mb']:.1f} MB in {size['files']} files, "
           f"{time.perf_counter() - start:.1f} s -> {out / 'index.html'} (`make explore` opens it)")

@@ -99,6 +99,25 @@ def _script(key: str, value: Any) -> str:
     return f"MONOSEM.put({json.dumps(key)}, {json.dumps(_round(value), separators=(',', ':'), allow_nan=False)});\n"
 
 
+def bundle(site: Path, path: Path) -> None:
+    """The site written by `write_site` as one self-contained HTML file, its scripts, style and every data file
+    inline: what MLflow's UI can show (it renders an HTML artifact on its own, without the files beside it), and
+    a single file to send. Inline scripts end at the first `</script`: data escape `</` (as `<\\/`, the same string
+    in JSON), the code is checked to hold none."""
+    html = (site / "index.html").read_text()
+    for name in ("plotly.min.js", "app.js"):
+        code = (site / name).read_text()
+        if "</script" in code.lower() or "<!--" in code:
+            raise ValueError(f"{name} cannot be inlined: it holds an HTML end tag or comment")
+        html = html.replace(f'<script src="{name}"></script>', f"<script>{code}</script>")
+    html = html.replace('<link rel="stylesheet" href="style.css">', f"<style>{(site / 'style.css').read_text()}</style>")
+    first = site / "data" / "index.js"
+    data = [first] + sorted(p for p in (site / "data").rglob("*.js") if p != first)
+    html = html.replace('<script src="data/index.js"></script>',
+                        "\n".join("<script>" + p.read_text().replace("</", "<\\/") + "</script>" for p in data))
+    path.write_text(html)
+
+
 def write_site(out: Path, index: dict, pages: dict[str, dict]) -> dict[str, float]:
     """Write the explorer to `out` (replaced whole, so a failure leaves the previous one): the assets, Plotly's
     bundled JavaScript, `data/index.js` and `data/<key>.js` per page. Returns its size in MB and file count."""

@@ -165,7 +165,7 @@ function sweepPlot(s, rows, metric) {
     yaxis: { title: { text: LABELS[metric] || metric } }, hovermode: "closest" };
   return plot("sweep", traces, layout).then((gd) => {
     gd.removeAllListeners && gd.removeAllListeners("plotly_click");
-    gd.on("plotly_click", (ev) => (location.hash = "#/" + ["model", s.name, ev.points[0].customdata[0]].map(enc).join("/")));
+    gd.on("plotly_click", (ev) => go(["model", s.name, ev.points[0].customdata[0]]));
   });
 }
 
@@ -211,7 +211,7 @@ async function modelPage(main, [name, label]) {
   const order = d.neuron_order, feats = d.feature_order;
   const z = feats.map((f) => order.map((n) => sfa[n][f]));
   const custom = feats.map((f) => order.map((n) => [n, f, byId[n].frac_mono, byId[n].class]));
-  const open = (n) => (location.hash = "#/" + ["neuron", name, label, n].map(enc).join("/"));
+  const open = (n) => go(["neuron", name, label, n]);
   const heat = plot("sfa", [{ type: "heatmap", z, customdata: custom, colorscale: "Viridis", colorbar: { title: { text: "activation" } },
     hovertemplate: "neuron %{customdata[0]}<br>feature %{customdata[1]}<br>activation %{z:.4f}<br>frac_mono %{customdata[2]:.4f}"
       + "<br>class %{customdata[3]}<extra></extra>" }], {
@@ -293,7 +293,7 @@ function saeScatter(id, a, rows, panels, highlight) {
     if (ref !== null) layout.shapes.push({ type: "line", xref: `x${p + 1} domain`, yref: `y${p + 1}`, x0: 0, x1: 1, y0: ref, y1: ref, line: { dash: "dot", color: "#888" } });
   });
   return plot(id, traces, layout).then((gd) => gd.on("plotly_click", (ev) =>
-    (location.hash = "#/" + ["sae", a.name, ev.points[0].customdata[0]].map(enc).join("/"))));
+    go(["sae", a.name, ev.points[0].customdata[0]])));
 }
 
 const knobName = (arch) => (["topk", "batchtopk"].includes(arch) ? "k" : "λ");
@@ -342,8 +342,8 @@ function claimsPage(main) {
 // --- routing ----------------------------------------------------------------------------------------------
 const ROUTES = { "": home, study: studyPage, model: modelPage, neuron: neuronPage, saes: saesPage, sae: saePage, claims: claimsPage };
 
-async function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").filter((p, i) => p || i === 0).map(decodeURIComponent);
+async function route(hash = location.hash) {
+  const parts = hash.replace(/^#\/?/, "").split("/").filter((p, i) => p || i === 0).map(decodeURIComponent);
   const [kind, ...args] = parts.length ? parts : [""];
   const main = document.getElementById("main"), crumbs = document.getElementById("crumbs");
   document.body.dataset.ready = "";
@@ -352,12 +352,23 @@ async function route() {
   try {
     if (!MONOSEM.data.index) fail("data/index.js did not load (re-run the report stage)");
     await (ROUTES[kind] || fail(`no page ${kind}`))(main, args);
-    document.body.dataset.ready = location.hash || "#/";
+    document.body.dataset.ready = hash || "#/";
   } catch (err) {
     main.append(h("p", { class: "error" }, `error: ${err.message}`));
     console.error(err);
     document.body.dataset.ready = "error";
   }
 }
-window.addEventListener("hashchange", route);
-window.addEventListener("DOMContentLoaded", route);
+// Where the hash cannot change (a sandboxed frame: MLflow's UI shows an HTML artifact that way), links and clicks
+// on plots still move between pages: the page is drawn without the URL following.
+function go(target) {
+  const hash = Array.isArray(target) ? "#/" + target.map(enc).join("/") : target;
+  location.hash = hash;
+  if (location.hash !== hash) route(hash);
+}
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest && ev.target.closest('a[href^="#/"]');
+  if (a && !(ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button)) { ev.preventDefault(); go(a.getAttribute("href")); }
+});
+window.addEventListener("hashchange", () => route());
+window.addEventListener("DOMContentLoaded", () => route());
