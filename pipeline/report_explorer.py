@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import REPORTS, groups, load_manifest, load_states, model_dir, result_dir, sae_dirs, world_dir
+from common import (REPORTS, groups, instance_world, load_manifest, load_states, model_dir, result_dir, sae_dirs,
+                    world_dir)
 
 from monosem.artifacts import load_tensors, load_world, read_json
 from monosem.explorer import AMPLITUDES, bundle, model_page, sae_page, tied_page, write_site
@@ -45,9 +46,10 @@ def study_pages(name: str, study) -> tuple[dict, dict[str, dict], list, list]:
     kind = study.model.kind
     pages, keys = {}, {}
     if kind == "jermyn":
-        for members in groups(instances):
+        for members in groups(instances, by_data=world):  # one embedder each (drawn per seed, or shared)
             model = models_from_states([states[i] for i in members], instances[members[0]].model)
-            at = {a: single_feature_activations(model, a * world.probes) for a in AMPLITUDES}  # (inst, k, N) each
+            probes = instance_world(world, states[members[0]]).probes
+            at = {a: single_feature_activations(model, a * probes) for a in AMPLITUDES}  # (inst, k, N) each
             for j, i in enumerate(members):
                 entry = manifest["instances"][i]
                 if entry["diverged_at"] is not None:  # nothing analysed: the study table says so
@@ -79,7 +81,7 @@ def sae_study_pages(name: str, cfg, instances: list, states: list) -> tuple[dict
     """An SAE study's entry in the index and one page per SAE: its decoder against the true directions."""
     export, out = sae_dirs(name)
     i = [inst.label for inst in instances].index(cfg.instance)
-    world = load_world(world_dir(cfg.world)).with_eps(instances[i].data.eps)
+    world = instance_world(load_world(world_dir(cfg.world)).with_eps(instances[i].data.eps), states[i])
     model = models_from_states([states[i]], instances[i].model)
     G, _ = Activations(world, model, cfg.layer, world.eval_f[:256]).truth()
     rows, pages = _records(pd.read_csv(out / "saes.csv")), {}
