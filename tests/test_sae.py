@@ -81,14 +81,13 @@ def test_auxk_decodes_dead_latents_without_the_bias_against_the_detached_residua
                b_dec=[[0.0, 0.0]])
     sae.since_fired.fill_(5)  # both dead
     x = torch.tensor([[[1.0, 0.5]]])
-    pre = sae.pre(x)
     x_hat = torch.tensor([[[1.0, 0.0]]])  # residual e = [0, 0.5]; top-1 dead pre-activation is latent 0 (1.0)
-    aux = sae.aux_loss(x, x_hat, pre)
+    aux = sae.aux_loss(x, x - x_hat)
     assert aux.item() == pytest.approx((1 / 32) * (1.0 + 0.25))  # ‖[0, 0.5] − [1, 0]‖²
-    _set(sae, b_dec=[[5.0, 5.0]])  # ê leaves b_dec out: the same pre-activations give the same term
-    assert sae.aux_loss(x, x_hat, pre).item() == pytest.approx(aux.item())
+    _set(sae, b_dec=[[5.0, 5.0]], b_enc=[[5.0, 5.0]])  # ê leaves b_dec out: the same pre-activations, the same term
+    assert sae.aux_loss(x, x - x_hat).item() == pytest.approx(aux.item())
     fresh = TopKSAE(1, 2, 2)
-    assert fresh.aux_loss(x, x_hat, pre).item() == 0  # no dead latent, no auxiliary term
+    assert fresh.aux_loss(x, x - x_hat).item() == 0  # no dead latent, no auxiliary term
 
 
 def test_batchtopk_keeps_k_times_batch_over_the_batch_and_learns_its_threshold():

@@ -33,6 +33,10 @@ from torch import Tensor, nn
 
 from .worlds import generator
 
+# The fused CPU losses (ReLU, TopK) process instances in chunks whose (batch, latents) activations take about
+# this many bytes, so that the elementwise passes between matmuls stay in cache (measured: benchmarks/sae_throughput.py).
+CHUNK_BYTES = 1 << 20
+
 AUX_ALPHA = 1 / 32
 JUMP_BANDWIDTH = 1e-3
 JUMP_THETA0 = 1e-3
@@ -91,10 +95,92 @@ def sq_err(x: Tensor, x_hat: Tensor) -> Tensor:
     return (x - x_hat).pow(2).sum(-1).mean(-1)
 
 
+def stats(f: Tensor) -> dict[str, Tensor]:
+    """What the trainer tracks of a batch's latents f (inst, batch, m): l0 (inst,) and which latents fired (inst, m)."""
+    on = f != 0
+    return {"l0": on.sum(-1).float().mean(-1), "fired": on.any(1)}
+
+
+def _chunk(batch: int, m: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * batch * m))
+
+
+class _ReluLoss(torch.autograd.Function):
+    """ReluSAE's loss ‖x − x̂‖² + λ·sparsity per instance with its gradients computed in the forward pass, by hand
+    (five matmuls: autograd's sixth, the input's gradient, is needed only for b_dec, a vector-matrix product),
+    instances in cache-sized chunks. Returns (loss, mse, sparsity, l0, fired); only loss is differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, coeff, weighted):
+        n_inst, batch, _ = x.shape
+        grads = [torch.empty_like(t) for t in (W_enc, b_enc, W_dec, b_dec)]
+        mse, sparsity, l0 = torch.empty(n_inst), torch.empty(n_inst), torch.empty(n_inst)
+        fired = torch.empty(W_enc.shape[:2], dtype=torch.bool)
+        c = _chunk(batch, W_enc.shape[1])
+        for s in range(0, n_inst, c):
+            sl = slice(s, s + c)
+            gW_enc, gb_enc, gW_dec, gb_dec = (g[sl] for g in grads)
+            xc = x[sl] - b_dec[sl].unsqueeze(1)
+            f = torch.baddbmm(b_enc[sl].unsqueeze(1), xc, W_enc[sl].transpose(1, 2)).clamp_(min=0)
+            resid = torch.baddbmm(xc, f, W_dec[sl], alpha=1, beta=-1)  # x̂ − x
+            mse[sl] = resid.pow(2).sum(-1).mean(-1)
+            mass = f.sum(1)  # (c, m)
+            lam = coeff[sl].unsqueeze(-1) / batch
+            if weighted:
+                norms = W_dec[sl].norm(dim=-1)
+                sparsity[sl] = (mass * norms).sum(-1) / batch
+                torch.bmm(f.transpose(1, 2), resid, out=gW_dec).mul_(2 / batch)
+                gW_dec.addcmul_((lam * mass / norms.clamp(min=1e-12)).unsqueeze(-1), W_dec[sl])
+                df_bias = lam * norms
+            else:
+                sparsity[sl] = mass.sum(-1) / batch
+                torch.bmm(f.transpose(1, 2), resid, out=gW_dec).mul_(2 / batch)
+                df_bias = lam.expand_as(mass)
+            gb_dec.copy_(resid.sum(1)).mul_(2 / batch)
+            d_pre = torch.ops.aten.threshold_backward(
+                torch.baddbmm(df_bias.unsqueeze(1), resid, W_dec[sl].transpose(1, 2), alpha=2 / batch), f, 0.0)
+            torch.bmm(d_pre.transpose(1, 2), xc, out=gW_enc)
+            torch.sum(d_pre, 1, out=gb_enc)
+            gb_dec.sub_(torch.bmm(gb_enc.unsqueeze(1), W_enc[sl]).squeeze(1))
+            on = f > 0
+            l0[sl] = on.sum(-1).float().mean(-1)
+            torch.any(on, 1, out=fired[sl])
+        ctx.save_for_backward(*grads)
+        ctx.mark_non_differentiable(mse, sparsity, l0, fired)
+        return mse + coeff * sparsity, mse, sparsity, l0, fired
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        s = g.view(-1, 1, 1)
+        gW_enc, gb_enc, gW_dec, gb_dec = ctx.saved_tensors
+        return None, gW_enc * s, gb_enc * s[..., 0], gW_dec * s, gb_dec * s[..., 0], None, None
+
+
+class _TopKMSE(torch.autograd.Function):
+    """TopKSAE's ‖x − x̂‖² per instance, gradients computed in the forward pass by `sae_kernels` (sparse after
+    the encoder's matmul). Returns (mse, x̂ − x, l0, fired); only mse is differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, k):
+        from .sae_kernels import topk_step  # numba: imported when a TopK SAE trains on the CPU
+
+        out = topk_step(x, W_enc, b_enc, W_dec, b_dec, k, _chunk(x.shape[1], W_enc.shape[1]))
+        ctx.save_for_backward(out["W_enc"], out["b_enc"], out["W_dec"], out["b_dec"])
+        ctx.mark_non_differentiable(out["resid"], out["l0"], out["fired"])
+        return out["mse"], out["resid"], out["l0"], out["fired"]
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        s = g.view(-1, 1, 1)
+        gW_enc, gb_enc, gW_dec, gb_dec = ctx.saved_tensors
+        return None, gW_enc * s, gb_enc * s[..., 0], gW_dec * s, gb_dec * s[..., 0], None
+
+
 class SAE(nn.Module):
     """The parameters every architecture shares, and the decoder."""
 
     unit_norm = False  # decoder rows kept at unit norm (constrain after each step)
+    fused = True  # train with the hand-written CPU loss where an architecture has one (same math; tests compare)
 
     def __init__(self, n_inst: int, n: int, m: int):
         super().__init__()
@@ -135,10 +221,13 @@ class SAE(nn.Module):
         """Before the step: remove the gradient component along each unit-norm decoder row."""
         if self.unit_norm and self.W_dec.grad is not None:
             g, d = self.W_dec.grad, self.W_dec
-            g.sub_((g * d).sum(-1, keepdim=True) * d)
+            g.addcmul_(torch.linalg.vecdot(g, d).unsqueeze(-1), d, value=-1)
 
     def decoder_norms(self) -> Tensor:
         return self.W_dec.norm(dim=-1)  # (inst, m)
+
+    def _use_fused(self, x: Tensor) -> bool:
+        return self.fused and x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
 
 
 class ReluSAE(SAE):
@@ -152,11 +241,15 @@ class ReluSAE(SAE):
         return F.relu(self.pre(x))
 
     def loss(self, x: Tensor, coeff: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self._use_fused(x):
+            loss, mse, sparsity, l0, fired = _ReluLoss.apply(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
+                                                             coeff.to(x.dtype), self.weighted)
+            return loss, {"mse": mse, "sparsity": sparsity, "l0": l0, "fired": fired}
         f, x_hat = self(x)
         mse = sq_err(x, x_hat)
         mass = f * self.decoder_norms().unsqueeze(1) if self.weighted else f
         sparsity = mass.sum(-1).mean(-1)
-        return mse + coeff * sparsity, {"mse": mse, "sparsity": sparsity, "latents": f}
+        return mse + coeff * sparsity, {"mse": mse, "sparsity": sparsity} | stats(f)
 
 
 class GatedSAE(SAE):
@@ -190,7 +283,7 @@ class GatedSAE(SAE):
             sparsity = (active * self.decoder_norms().unsqueeze(1)).sum(-1).mean(-1)
             aux_hat = self.decode(active)
         aux = sq_err(x, aux_hat)
-        return mse + coeff * sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux, "latents": f}
+        return mse + coeff * sparsity + aux, {"mse": mse, "sparsity": sparsity, "aux": aux} | stats(f)
 
 
 class TopKSAE(SAE):
@@ -216,31 +309,40 @@ class TopKSAE(SAE):
     def encode(self, x: Tensor) -> Tensor:
         return self.select(self.pre(x), self.k)
 
-    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
-        """α·‖e − ê‖²: e the detached residual, ê the top-k_aux dead pre-activations decoded without b_dec."""
+    def aux_loss(self, x: Tensor, e: Tensor) -> Tensor:
+        """α·‖e − ê‖²: e = x − x̂ (detached), ê the top-k_aux dead pre-activations decoded without b_dec. Only the
+        dead latents' pre-activations are computed (each instance's dead ones first, padded to the most dead)."""
         dead = self.since_fired >= self.dead_after  # (inst, m)
-        if not bool(dead.any()):
+        n_dead = dead.sum(-1)
+        width = int(n_dead.max())
+        if width == 0:
             return torch.zeros(x.shape[0], device=x.device)
-        masked = torch.where(dead.unsqueeze(1), pre, float("-inf"))
-        kk = min(self.k_aux, pre.shape[-1])
-        vals, idx = masked.topk(kk, dim=-1)
+        lat = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
+        rows = lat.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        pre = torch.baddbmm(self.b_enc.gather(1, lat).unsqueeze(1), x - self.b_dec.unsqueeze(1),
+                            self.W_enc.gather(1, rows).transpose(1, 2))
+        valid = torch.arange(width, device=x.device) < n_dead.unsqueeze(-1)
+        vals, idx = torch.where(valid.unsqueeze(1), pre, float("-inf")).topk(min(self.k_aux, width), dim=-1)
         z = torch.zeros_like(pre).scatter(-1, idx, torch.where(torch.isfinite(vals), F.relu(vals), 0.0))
-        e = (x - x_hat).detach()
-        return AUX_ALPHA * sq_err(e, self.decode(z, bias=False))
+        return AUX_ALPHA * sq_err(e.detach(), torch.bmm(z, self.W_dec.gather(1, rows)))
 
     @torch.no_grad()
-    def track(self, f: Tensor) -> None:
-        fired = (f > 0).any(1)
+    def track(self, fired: Tensor) -> None:
         self.since_fired.copy_(torch.where(fired, 0, self.since_fired + 1))
 
     def loss(self, x: Tensor, k: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        pre = self.pre(x)
-        f = self.select(pre, k.long())
-        x_hat = self.decode(f)
-        mse = sq_err(x, x_hat)
-        aux = self.aux_loss(x, x_hat, pre)
-        self.track(f)
-        return mse + aux, {"mse": mse, "aux": aux, "latents": f}
+        if self._use_fused(x) and type(self).select is TopKSAE.select:
+            mse, resid, l0, fired = _TopKMSE.apply(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec, k.long())
+            parts = {"l0": l0, "fired": fired}
+            e = -resid
+        else:
+            f = self.select(self.pre(x), k.long())
+            e = x - self.decode(f)
+            mse = e.pow(2).sum(-1).mean(-1)
+            parts = stats(f)
+        aux = self.aux_loss(x, e)
+        self.track(parts["fired"])
+        return mse + aux, {"mse": mse, "aux": aux} | parts
 
 
 class BatchTopKSAE(TopKSAE):
@@ -291,7 +393,7 @@ class JumpReluSAE(SAE):
         f = _JumpReLU.apply(pre, self.theta, self.bandwidth)
         mse = sq_err(x, self.decode(f))
         l0 = _Step.apply(pre, self.theta, self.bandwidth).sum(-1).mean(-1)
-        return mse + coeff * l0, {"mse": mse, "sparsity": l0, "latents": f}
+        return mse + coeff * l0, {"mse": mse, "sparsity": l0} | stats(f)
 
 
 ARCHITECTURES = {

@@ -77,9 +77,8 @@ class SAEStudyModule(ChunkedSteps):
         opt.step()
         self.sae.constrain()
         with torch.no_grad():
-            fired = parts["latents"] != 0
-            self.since_fired.copy_(torch.where(fired.any(1), 0, self.since_fired + 1))
-            self._sums += torch.stack([parts["mse"].detach(), fired.sum(-1).float().mean(-1)])
+            self.since_fired.copy_(torch.where(parts["fired"], 0, self.since_fired + 1))
+            self._sums += torch.stack([parts["mse"].detach(), parts["l0"]])
             self._n += 1
         if step + 1 in self.record_at:
             mse, l0 = (self._sums / self._n).cpu()
