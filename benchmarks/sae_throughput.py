@@ -1,16 +1,22 @@
-"""SAE training throughput: the batched Lightning module (a sweep × seeds in one module) against plain PyTorch
-loops of the same math, for 4× and 16× dictionaries on a default SAE study's activations, and against this
-machine's measured dense-matmul rate.
+"""SAE training throughput: the batched Lightning module (a sweep in one module) against plain PyTorch loops of
+the same math that train the same SAEs one after another, and against this machine's dense-matmul rate.
 
-    python benchmarks/sae_throughput.py [--sae SAE_HIDDEN] [--arch relu] [--instances 8] [--steps 300] [--repeats 5]
+    python benchmarks/sae_throughput.py [--steps 150] [--repeats 5] [--only relu|topk]
 
-Rows (medians over interleaved repeats; activations/s counts every SAE's inputs, instances × batch per step):
-- Lightning: `SAEStudyModule` under `fit`, its training loop only (first batch to end);
-- bare loop: the module's own step driven by a for-loop (the difference is Lightning itself);
-- one at a time: a textbook loop that trains the same SAEs one after another, each with 2-D matmuls and its
-  own Adam (what batching saves); it is ReLU-L1, so compare it with `--arch relu` (the default).
-FLOPs per step and SAE: the encoder and decoder matmuls, forward and backward, 6·B·n·m each (12·B·n·m).
-Activations come from the study's source (the toy model's layer), drawn fresh every step in all three loops.
+Two parts, medians over interleaved repeats (the matmul rate is measured in each repeat too):
+- ReLU-L1 (unit-norm decoder), 8 SAEs of a λ sweep, 4× and 16× dictionaries on the default SAE studies'
+  activations (SAE_INPUT: LR1's 16-dim input, SAE_HIDDEN: its 128 hidden neurons), batch 256, lr 3e-3.
+  Loops: `SAEStudyModule` under `fit` (its training loop, first batch to end); the module's own step in a bare
+  for-loop (the difference is Lightning); a textbook loop (2-D matmuls, autograd, its own Adam) per SAE.
+- TopK (Gao et al.): 256 latents on 64-dim inputs (the input x = P·f of a world of 256 features, 8 active on
+  average), batch 1024, lr 3e-4; a k sweep of 8 SAEs (k = 4, 8, ..., 32) in one module, the module with one SAE
+  (k 8), and the textbook loop (topk + scatter, autograd) of that one SAE. Too few steps for dead latents: no AuxK.
+
+samples/s per SAE: samples × SAEs / time, i.e. what one SAE's share of a batched step costs (a sweep of 8 at a
+step of T ms: 8 × batch / T); "vs one at a time" divides the textbook loop's time per SAE by the row's.
+FLOPs per SAE and step: the encoder's and decoder's matmuls as dense, forward and backward, 12·B·n·m (the fused
+losses skip some: ReLU the input's gradient, TopK everything after the encoder but k latents per sample; the
+ratio to the matmul rate is of this fixed count).
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_throughput import Stopwatch, matmul_flops  # noqa: E402
 
-from monosem.config import load_params  # noqa: E402
+from monosem.config import SaeTrain, World, load_params  # noqa: E402
 from monosem.lit import fit  # noqa: E402
 from monosem.models import ToyModels  # noqa: E402
 from monosem.sae_lit import Activations, SAEStudyModule, eval_features  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
+
+TOPK_KS = [4, 8, 12, 16, 20, 24, 28, 32]
 
 
 def lightning_loop(make) -> float:
@@ -59,10 +67,12 @@ def bare_loop(module: SAEStudyModule, steps: int) -> float:
     return time.perf_counter() - t
 
 
-def one_at_a_time(source, probs, n: int, m: int, lambdas: list[float], batch: int, steps: int, lr: float) -> float:
-    """ReLU-L1 SAEs with unit-norm decoders, trained one after another: the plainest loop of the same math."""
+def one_at_a_time(source, probs, n: int, m: int, knobs: list[float], batch: int, steps: int, lr: float,
+                  topk: bool = False) -> float:
+    """SAEs with unit-norm decoders trained one after another, the plainest loop of the same math: ReLU-L1 with
+    λ = knob, or TopK with k = knob."""
     t = time.perf_counter()
-    for j, lam in enumerate(lambdas):
+    for j, knob in enumerate(knobs):
         gen = torch.Generator().manual_seed(j)
         W_dec = torch.randn(m, n, generator=gen)
         W_dec = (W_dec / W_dec.norm(dim=-1, keepdim=True)).requires_grad_()
@@ -71,9 +81,14 @@ def one_at_a_time(source, probs, n: int, m: int, lambdas: list[float], batch: in
         opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=lr)
         for _ in range(steps):
             x = source(source.world.sample(batch, gen, probs))
-            f = F.relu((x - b_dec) @ W_enc.T + b_enc)
-            x_hat = f @ W_dec + b_dec
-            loss = (x - x_hat).pow(2).sum(-1).mean() + lam * f.sum(-1).mean()
+            pre = (x - b_dec) @ W_enc.T + b_enc
+            if topk:
+                vals, idx = pre.topk(int(knob), dim=-1)
+                f = torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
+                loss = (x - (f @ W_dec + b_dec)).pow(2).sum(-1).mean()
+            else:
+                f = F.relu(pre)
+                loss = (x - (f @ W_dec + b_dec)).pow(2).sum(-1).mean() + knob * f.sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
@@ -84,50 +99,98 @@ def one_at_a_time(source, probs, n: int, m: int, lambdas: list[float], batch: in
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sae", default="SAE_HIDDEN")
-    ap.add_argument("--arch", default="relu")
-    ap.add_argument("--instances", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    cfg = params.saes[args.sae]
+def study_source(params, name: str):
+    """A default SAE study's activations (an untrained toy model: the cost is the same) and its training config."""
+    cfg = params.saes[name]
     world = generate_world(params.worlds[cfg.world])
     inst = next(i for i in params.studies[cfg.study].instances() if i.label == cfg.instance)
     model = ToyModels(1, world.cfg.d_embed, inst.model.neurons, world.d_out, inst.model.activation)
-    model.init_instance(0, 0, inst.train.bias_offset)  # untrained weights: the cost is the same
+    model.init_instance(0, 0, inst.train.bias_offset)
     model.requires_grad_(False)
     world = world.with_eps(inst.data.eps)
-    source = Activations(world, model, cfg.layer, eval_features(world, world.probs, 4096))
-    n = source(world.eval_f[:1]).shape[-1]
-    B, lam = cfg.train.batch_size, [0.01 * (1 + i) for i in range(args.instances)]
-    train = cfg.train.model_copy(update={"steps": args.steps, "log_points": 4})
-    peak = matmul_flops()
-    print(f"sae {args.sae}: {cfg.layer} layer, n = {n}; {args.arch}, {args.instances} SAEs, batch {B}, {args.steps} "
-          f"steps, median of {args.repeats}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"dense matmul 1024²: {peak / 1e9:.1f} GFLOP/s\n")
-    print("| dictionary | loop | activations/s | step ms | GFLOP/s | vs one at a time | vs matmul peak |")
-    print("|---|---|---|---|---|---|---|")
-    for mult in (4, 16):
-        m = mult * n
-        make = lambda: SAEStudyModule(source, world.probs, args.arch, lam, [0], m, train)  # noqa: E731
-        lightning_loop(make)  # warm-up
-        lit, bare, plain = [], [], []
-        for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all alike
-            lit.append(lightning_loop(make))
-            bare.append(bare_loop(make(), args.steps))
-            plain.append(one_at_a_time(source, world.probs, n, m, lam, B, args.steps, cfg.train.lr))
-        flops = 12 * B * n * m * args.instances * args.steps
-        acts = B * args.instances * args.steps
-        ref = statistics.median(plain)
-        for name, secs in (("Lightning, batched", lit), ("bare loop, batched", bare), ("one at a time", plain)):
-            s = statistics.median(secs)
-            print(f"| {mult}× ({m}) | {name} | {acts / s:,.0f} | {1e3 * s / args.steps:.2f} | {flops / s / 1e9:.1f} | "
-                  f"{ref / s:.2f} | {flops / s / peak:.2f} |")
+    return Activations(world, model, cfg.layer, eval_features(world, world.probs, 4096)), cfg.train
+
+
+def measure(cases: dict, repeats: int) -> tuple[dict[str, float], float]:
+    """Median seconds of each case's loop and the median matmul rate, all interleaved over the repeats (drifts in
+    the machine's speed, here shared with other work, hit all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    peaks = []
+    for _ in range(repeats):
+        peaks.append(matmul_flops())
+        for name, run in cases.items():
+            times[name].append(run())
+    return {k: statistics.median(v) for k, v in times.items()}, statistics.median(peaks)
+
+
+def row(label: str, name: str, secs: float, saes: int, batch: int, steps: int, flops_sae_step: float, ref: float,
+        peak: float) -> str:
+    flops = flops_sae_step * saes * steps
+    return (f"| {label} | {name} | {batch * saes * steps / secs:,.0f} | {1e3 * secs / steps:.2f} | "
+            f"{flops / secs / 1e9:.1f} | {ref / (secs / saes):.2f} | {flops / secs / peak:.2f} |")
+
+
+HEADER = ("| shape | loop | samples/s per SAE | step ms | GFLOP/s | vs one at a time | vs matmul peak |\n"
+          "|---|---|---|---|---|---|---|")
+
+
+def relu_part(params, steps: int, repeats: int) -> None:
+    print(f"ReLU-L1, 8 SAEs (λ sweep), batch 256, {steps} steps\n\n{HEADER}")
+    lam = [0.01 * (1 + i) for i in range(8)]
+    for name in ("SAE_INPUT", "SAE_HIDDEN"):
+        source, cfg = study_source(params, name)
+        n, B = source(source.world.eval_f[:1]).shape[-1], cfg.batch_size
+        train = cfg.model_copy(update={"steps": steps, "log_points": 4})
+        for mult in (4, 16):
+            m = mult * n
+            make = lambda: SAEStudyModule(source, source.world.probs, "relu", lam, [0], m, train)  # noqa: E731
+            lightning_loop(make)  # warm-up
+            med, peak = measure({
+                "Lightning, batched": lambda: lightning_loop(make),
+                "bare loop, batched": lambda: bare_loop(make(), steps),
+                "one at a time": lambda: one_at_a_time(source, source.world.probs, n, m, lam, B, steps, cfg.lr),
+            }, repeats)
+            ref = med["one at a time"] / len(lam)
+            for j, (loop, secs) in enumerate(med.items()):
+                label = f"{name}, n = {n}, {mult}× ({m}), matmul {peak / 1e9:.0f} GFLOP/s" if j == 0 else ""
+                print(row(label, loop, secs, len(lam), B, steps, 12 * B * n * m, ref, peak))
+    print()
+
+
+def topk_part(steps: int, repeats: int) -> None:
+    n, m, B, lr = 64, 256, 1024, 3e-4
+    world = generate_world(World(n_features=256, d_embed=n, eps=8 / 256, n_eval=4096, seed=0))
+    source = Activations(world, None, "input", world.eval_f)
+    train = SaeTrain(steps=steps, batch_size=B, lr=lr, log_points=4)
+    sweep = lambda: SAEStudyModule(source, world.probs, "topk", TOPK_KS, [0], m, train)  # noqa: E731
+    alone = lambda: SAEStudyModule(source, world.probs, "topk", [8], [0], m, train)  # noqa: E731
+    lightning_loop(sweep)  # warm-up, and numba's compilation
+    med, peak = measure({
+        f"Lightning, batched k sweep ({len(TOPK_KS)} SAEs)": lambda: lightning_loop(sweep),
+        "Lightning, one SAE (k 8)": lambda: lightning_loop(alone),
+        "one at a time (k 8)": lambda: one_at_a_time(source, world.probs, n, m, [8], B, steps, lr, topk=True),
+    }, repeats)
+    print(f"TopK, {m} latents on {n}-dim inputs, batch {B}, lr {lr:g}, {steps} steps\n\n{HEADER}")
+    ref = med["one at a time (k 8)"]
+    for j, (loop, secs) in enumerate(med.items()):
+        label = f"TopK {m} × {n}, matmul {peak / 1e9:.0f} GFLOP/s" if j == 0 else ""
+        print(row(label, loop, secs, len(TOPK_KS) if "sweep" in loop else 1, B, steps, 12 * B * n * m, ref, peak))
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=("relu", "topk"))
+    args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} interleaved "
+          f"repeats; matmul: dense 1024² float32, measured in each repeat\n")
+    if args.only != "topk":
+        relu_part(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), args.steps, args.repeats)
+    if args.only != "relu":
+        topk_part(args.steps, args.repeats)
 
 
 if __name__ == "__main__":

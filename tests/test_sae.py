@@ -189,3 +189,54 @@ def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, mon
     sparse, rows, cols = sm.mcc(D, G, candidates=8, chunk=50)
     assert sparse == pytest.approx(dense, abs=1e-6)
     assert len(set(rows.tolist())) == len(set(cols.tolist())) == 128
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])  # one instance per chunk, and all at once
+@pytest.mark.parametrize("arch", ["relu", "relu_weighted", "topk"])
+def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes, monkeypatch):
+    import monosem.sae as sae_module
+    monkeypatch.setattr(sae_module, "CHUNK_BYTES", chunk_bytes)
+    g = torch.Generator().manual_seed(3)
+    plain, fused = build_sae(arch, 3, 8, 24), build_sae(arch, 3, 8, 24)
+    for i in range(3):
+        plain.init_instance(i, seed=i)
+    with torch.no_grad():
+        plain.b_enc.normal_(0, 0.2, generator=g)
+        plain.b_dec.normal_(0, 0.2, generator=g)
+        plain.W_dec.mul_(torch.rand(3, 24, 1, generator=g) + 0.5)  # unequal norms matter to relu_weighted
+    coeff = torch.tensor([2, 3, 7]) if arch == "topk" else torch.tensor([0.01, 0.1, 0.3])
+    if arch == "topk":
+        plain.k.copy_(coeff)
+        plain.since_fired[:, ::4] = plain.dead_after  # dead latents: the AuxK term too
+    fused.load_state_dict(plain.state_dict())
+    plain.fused = False
+    x = torch.randn(3, 40, 8, generator=g)
+    (l_p, p_p), (l_f, p_f) = plain.loss(x, coeff), fused.loss(x, coeff)
+    l_p.sum().backward()
+    l_f.sum().backward()
+    assert torch.allclose(l_p, l_f, rtol=1e-5, atol=1e-6)
+    assert p_p.keys() == p_f.keys() and torch.equal(p_p["fired"], p_f["fired"]) and torch.equal(p_p["l0"], p_f["l0"])
+    for k in p_p.keys() - {"fired", "l0"}:
+        assert torch.allclose(p_p[k], p_f[k], rtol=1e-5, atol=1e-6), k
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+    if arch == "topk":
+        assert torch.equal(plain.since_fired, fused.since_fired) and p_f["aux"].gt(0).all()
+
+
+def test_the_fused_topk_selection_keeps_the_k_largest_and_splits_ties_by_index():
+    import numpy as np
+
+    from monosem.sae_kernels import _select
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 8, 31):
+        x = rng.standard_normal(64).astype(np.float32)
+        vals, idx = np.zeros(k + 1, np.float32), np.zeros(k + 1, np.int32)
+        _select(x, k, vals, idx)
+        assert sorted(idx[:k]) == sorted(np.argsort(-x)[:k]) and np.array_equal(vals[:k], x[idx[:k]])
+    x = np.array([0.5, 2.0, 1.0, 1.0, 1.0, -3.0], np.float32)  # the 2nd to 4th largest are tied
+    vals, idx = np.zeros(4, np.float32), np.zeros(4, np.int32)
+    _select(x, 3, vals, idx)
+    assert list(idx[:3]) == [1, 2, 3] and list(vals[:3]) == [2.0, 1.0, 1.0]
+    _select(np.ones(5, np.float32), 2, vals, idx)  # a constant row
+    assert list(idx[:2]) == [0, 1]
