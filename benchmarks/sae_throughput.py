@@ -1,16 +1,18 @@
 """SAE training throughput: the batched Lightning module (a sweep in one module) against plain PyTorch loops of
 the same math that train the same SAEs one after another, and against this machine's dense-matmul rate.
 
-    python benchmarks/sae_throughput.py [--steps 150] [--repeats 5] [--only relu|topk]
+    python benchmarks/sae_throughput.py [--steps 150] [--repeats 5] [--only relu|topk] [--threads N]
 
 Two parts, medians over interleaved repeats (the matmul rate is measured in each repeat too):
 - ReLU-L1 (unit-norm decoder), 8 SAEs of a λ sweep, 4× and 16× dictionaries on the default SAE studies'
   activations (SAE_INPUT: LR1's 16-dim input, SAE_HIDDEN: its 128 hidden neurons), batch 256, lr 3e-3.
   Loops: `SAEStudyModule` under `fit` (its training loop, first batch to end); the module's own step in a bare
-  for-loop (the difference is Lightning); a textbook loop (2-D matmuls, autograd, its own Adam) per SAE.
+  for-loop (the difference is Lightning), also with the plain loss under autograd instead of the fused CPU
+  loss; a textbook loop (2-D matmuls, autograd, torch's Adam) per SAE.
 - TopK (Gao et al.): 256 latents on 64-dim inputs (the input x = P·f of a world of 256 features, 8 active on
-  average), batch 1024, lr 3e-4; a k sweep of 8 SAEs (k = 4, 8, ..., 32) in one module, the module with one SAE
-  (k 8), and the textbook loop (topk + scatter, autograd) of that one SAE. Too few steps for dead latents: no AuxK.
+  average), batch 1024, lr 3e-4; a k sweep of 8 SAEs (k = 4, 8, ..., 32) in one module (also under autograd), the
+  module with one SAE (k 8), and the textbook loop (topk + scatter, autograd) of that one SAE. Too few steps for
+  dead latents: no AuxK.
 
 samples/s per SAE: samples × SAEs / time, i.e. what one SAE's share of a batched step costs (a sweep of 8 at a
 step of T ms: 8 × batch / T); "vs one at a time" divides the textbook loop's time per SAE by the row's.
@@ -65,6 +67,12 @@ def bare_loop(module: SAEStudyModule, steps: int) -> float:
     for step in range(steps):
         module._step(step, Opt)
     return time.perf_counter() - t
+
+
+def plain(module: SAEStudyModule) -> SAEStudyModule:
+    """The module with the plain loss under autograd instead of the fused CPU loss (what the fusion saves)."""
+    module.sae.fused = False
+    return module
 
 
 def one_at_a_time(source, probs, n: int, m: int, knobs: list[float], batch: int, steps: int, lr: float,
@@ -148,6 +156,7 @@ def relu_part(params, steps: int, repeats: int) -> None:
             med, peak = measure({
                 "Lightning, batched": lambda: lightning_loop(make),
                 "bare loop, batched": lambda: bare_loop(make(), steps),
+                "bare loop, batched, autograd": lambda: bare_loop(plain(make()), steps),
                 "one at a time": lambda: one_at_a_time(source, source.world.probs, n, m, lam, B, steps, cfg.lr),
             }, repeats)
             ref = med["one at a time"] / len(lam)
@@ -167,6 +176,7 @@ def topk_part(steps: int, repeats: int) -> None:
     lightning_loop(sweep)  # warm-up, and numba's compilation
     med, peak = measure({
         f"Lightning, batched k sweep ({len(TOPK_KS)} SAEs)": lambda: lightning_loop(sweep),
+        "bare loop, batched k sweep, autograd": lambda: bare_loop(plain(sweep()), steps),
         "Lightning, one SAE (k 8)": lambda: lightning_loop(alone),
         "one at a time (k 8)": lambda: one_at_a_time(source, world.probs, n, m, [8], B, steps, lr, topk=True),
     }, repeats)
@@ -183,8 +193,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=("relu", "topk"))
+    ap.add_argument("--threads", type=int, help="torch's (and numba's) threads; default: torch's own choice")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} interleaved "
           f"repeats; matmul: dense 1024² float32, measured in each repeat\n")
     if args.only != "topk":
