@@ -229,7 +229,7 @@ def test_the_fused_topk_selection_keeps_the_k_largest_and_splits_ties_by_index()
 
     from monosem.sae_kernels import _select
     rng = np.random.default_rng(0)
-    for k in (1, 3, 8, 31):
+    for k in (1, 3, 8, 31, 61, 64):
         x = rng.standard_normal(64).astype(np.float32)
         vals, idx = np.zeros(k + 1, np.float32), np.zeros(k + 1, np.int32)
         _select(x, k, vals, idx)

@@ -32,27 +32,39 @@ def _count(x, t):
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _threshold(x, k):
-    """(lo, hi, exact): count(x ≥ lo) ≥ k > count(x ≥ hi), with count(x ≥ lo) == k when exact. Bracketed from
-    the row's mean and deviation (sums vectorise; min and max do not), then narrowed by interpolating the count."""
+    """(lo, hi, exact): count(x ≥ lo) ≥ k > count(x ≥ hi), with count(x ≥ lo) == k when exact. The first guess
+    is the row's mean plus its deviation times the normal quantile of k/m (sums vectorise; min and max do not),
+    then a bracket grown from it and narrowed by interpolating the count: 4 to 7 counts a row."""
     m = x.shape[0]
     s = s2 = np.float32(0.0)
     for j in range(m):
         s += x[j]
         s2 += x[j] * x[j]
     mu = s / m
-    step = np.sqrt(max(s2 / m - mu * mu, np.float32(0.0))) + np.float32(1e-30)
-    lo, clo, it = mu, _count(x, mu), 0
-    while clo < k and it < 40:
-        lo -= step
-        step *= 2
-        clo, it = _count(x, lo), it + 1
-    hi = lo + step
-    chi = _count(x, hi)
-    while chi >= k and it < 80:
-        lo, clo = hi, chi
-        step *= 2
+    sd = np.sqrt(max(s2 / m - mu * mu, np.float32(0.0))) + np.float32(1e-30)
+    t = np.sqrt(-2 * np.log((k - np.float32(0.5)) / m))  # Abramowitz & Stegun 26.2.23: z with P(Z > z) = p
+    z = t - (np.float32(2.515517) + t * (np.float32(0.802853) + t * np.float32(0.010328))) / (
+        1 + t * (np.float32(1.432788) + t * (np.float32(0.189269) + t * np.float32(0.001308))))
+    guess = mu + z * sd
+    c, step, it = _count(x, guess), np.float32(0.25) * sd, 0
+    if c >= k:
+        lo, clo = guess, c
         hi = lo + step
-        chi, it = _count(x, hi), it + 1
+        chi = _count(x, hi) if c > k else 0
+        while chi >= k and it < 60:
+            lo, clo = hi, chi
+            step *= 2
+            hi = lo + step
+            chi, it = _count(x, hi), it + 1
+    else:
+        hi, chi = guess, c
+        lo = hi - step
+        clo = _count(x, lo)
+        while clo < k and it < 60:
+            hi, chi = lo, clo
+            step *= 2
+            lo = hi - step
+            clo, it = _count(x, lo), it + 1
     while clo != k and it < 160:
         f = min(max((clo - (k - np.float32(0.5))) / (clo - chi), np.float32(0.05)), np.float32(0.95))
         mid = lo + (hi - lo) * f
