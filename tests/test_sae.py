@@ -194,8 +194,8 @@ def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, mon
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])  # one instance per chunk, and all at once
 @pytest.mark.parametrize("arch", ["relu", "relu_weighted", "topk"])
 def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes, monkeypatch):
-    import monosem.sae as sae_module
-    monkeypatch.setattr(sae_module, "CHUNK_BYTES", chunk_bytes)
+    import monosem.sae_fused
+    monkeypatch.setattr(monosem.sae_fused, "CHUNK_BYTES", chunk_bytes)
     g = torch.Generator().manual_seed(3)
     plain, fused = build_sae(arch, 3, 8, 24), build_sae(arch, 3, 8, 24)
     for i in range(3):
