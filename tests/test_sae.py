@@ -240,3 +240,7 @@ def test_the_fused_topk_selection_keeps_the_k_largest_and_splits_ties_by_index()
     assert list(idx[:3]) == [1, 2, 3] and list(vals[:3]) == [2.0, 1.0, 1.0]
     _select(np.ones(5, np.float32), 2, vals, idx)  # a constant row
     assert list(idx[:2]) == [0, 1]
+    for bad in (np.nan, np.inf):  # a diverged row still keeps k valid indices
+        idx[:] = -1
+        _select(np.array([0.5, bad, 1.0, -2.0, 0.0], np.float32), 3, vals, idx)
+        assert len(set(idx[:3])) == 3 and all(0 <= i < 5 for i in idx[:3])

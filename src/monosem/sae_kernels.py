@@ -30,7 +30,7 @@ def _count(x, t):
     return c
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST, error_model="numpy")
 def _threshold(x, k):
     """(lo, hi, exact): count(x ≥ lo) ≥ k > count(x ≥ hi), with count(x ≥ lo) == k when exact. The first guess
     is the row's mean plus its deviation times the normal quantile of k/m (sums vectorise; min and max do not),
@@ -65,7 +65,7 @@ def _threshold(x, k):
             step *= 2
             lo = hi - step
             clo, it = _count(x, lo), it + 1
-    while clo != k and it < 160:
+    while clo != k and clo != chi and it < 160:
         f = min(max((clo - (k - np.float32(0.5))) / (clo - chi), np.float32(0.05)), np.float32(0.95))
         mid = lo + (hi - lo) * f
         if not lo < mid < hi:
@@ -95,6 +95,10 @@ def _select(x, k, vals, idx):
             n += 1
     for j in range(x.shape[0]):
         if lo <= x[j] < hi and n < k:
+            vals[n], idx[n] = x[j], j
+            n += 1
+    for j in range(x.shape[0]):  # a row the search could not bracket (NaN, inf): fill up, every index valid
+        if not (x[j] >= lo) and n < k:
             vals[n], idx[n] = x[j], j
             n += 1
 
@@ -182,13 +186,13 @@ def topk_step(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: 
     pre = torch.empty(min(chunk, n_inst), batch, m)  # one buffer, reused by every chunk (stays in cache)
     gW_enc, gW_dec = torch.zeros(n_inst, parts, m, n), torch.zeros(n_inst, parts, m, n)
     gb_enc, fired = torch.zeros(n_inst, parts, m), torch.zeros(n_inst, parts, m, dtype=torch.bool)
-    k_np, W_np = k.to(torch.int64).numpy(), W_dec.detach().numpy()
+    k_np, W_np = k.to(torch.int64).numpy(), W_dec.detach().contiguous().numpy()
     for s in range(0, n_inst, chunk):
         sl = slice(s, s + chunk)
         c = min(chunk, n_inst - s)
         torch.bmm(xc[sl], W_enc[sl].transpose(1, 2), out=pre[:c])
         args = [t[sl].numpy() for t in (xc, idx, act, gpre, resid)]
-        rows(pre[:c].numpy(), b_enc[sl].detach().numpy(), args[0], W_np[sl], k_np[sl], *args[1:], sq[sl].numpy(),
+        rows(pre[:c].numpy(), b_enc[sl].detach().contiguous().numpy(), args[0], W_np[sl], k_np[sl], *args[1:], sq[sl].numpy(),
              nnz[sl].numpy())
         grads(*args, np.float32(1 / batch), *(t[sl].flatten(0, 1).numpy() for t in (gW_enc, gb_enc, gW_dec, fired)))
     gW_enc, gb_enc, gW_dec = (t.sum(1) if parts > 1 else t.squeeze(1) for t in (gW_enc, gb_enc, gW_dec))
