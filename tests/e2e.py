@@ -17,9 +17,7 @@ def make_repo(path: Path, params: dict) -> Path:
     """This checkout's pipeline and library with `params`, committed in a fresh git repo."""
     for name in ("dvc.yaml", ".gitignore", "pipeline", "src", ".dvc"):
         src = ROOT / name
-        # numba's compiled kernels (__pycache__/*.nbi, *.nbc) come along: valid in the copy (copytree keeps
-        # mtimes), they spare each SAE stage ~5 s of compiling
-        (shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("tmp", "cache", "*.pyc"))
+        (shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__"))
          if src.is_dir() else shutil.copy(src, path / name))
     write_params(path, params)
     sh("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", path)
