@@ -185,3 +185,12 @@ def test_a_study_that_does_not_sweep_the_claims_variable_leaves_it_untested():
                         (l1_raises_monosemanticity, "RG1"), (lasso_raises_monosemanticity, "LASSO"),
                         (inhibition_lowers_monosemanticity, "INHIBIT"), (noise_moves_poly_more, "NOISE")):
         assert claim({name: unswept})["holds"] is None, claim.__name__
+
+
+def test_every_claim_carries_a_three_way_verdict_that_holds_agrees_with():
+    out = evaluate({"E1": flat("data.eps", EPS), "RG1": sweep_study("train.l1", [0.0, 0.01], lambda v: 0.2 + 10 * v)})
+    assert all(set(c) >= {"id", "claim", "criterion", "holds", "verdict", "effect", "ci95", "evidence"} for c in out)
+    verdicts = {c["id"]: c["verdict"] for c in out}
+    assert (verdicts["density_lowers_mono"], verdicts["l1_raises_mono"], verdicts["width_raises_mono"]) == (
+        UNSURE, HOLDS, NOT_RUN)
+    assert all(c["holds"] is {HOLDS: True, FAILS: False}.get(c["verdict"]) for c in out)
