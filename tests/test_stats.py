@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from monosem.stats import FAILS, HOLDS, NOT_RUN, UNSURE, bootstrap_ci, combine, verdict, within
+from monosem.stats import (FAILS, HOLDS, NOT_RUN, UNSURE, bootstrap_ci, combine, slope, spearman, spread_of_means,
+                           verdict, within)
 
 
 def test_bootstrap_interval_of_a_mean_on_two_values():
@@ -21,10 +22,6 @@ def test_bootstrap_is_the_same_on_every_call_and_moves_with_its_seed():
     xs = [0.1, 0.5, 0.2, 0.9, 0.4]
     assert bootstrap_ci(xs) == bootstrap_ci(list(xs))
     assert bootstrap_ci(xs, seed=1) != bootstrap_ci(xs)
-
-
-def slope(x, y):
-    return float(np.polyfit(x, y, 1)[0]) if np.ptp(x) else math.nan
 
 
 def test_paired_lists_are_resampled_row_by_row_and_unpaired_ones_each_on_its_own():
@@ -65,3 +62,13 @@ def test_a_vectorized_statistic_gives_the_interval_of_the_same_statistic_resampl
     a, b = [0.1, 0.5, 0.2, 0.9], [0.3, 0.4, 0.6, 1.0]
     assert bootstrap_ci([a, b], lambda x, y: (y - x).mean(-1), vectorized=True) == pytest.approx(
         bootstrap_ci([a, b], lambda x, y: (y - x).mean()))
+
+
+def test_effect_sizes_by_hand_on_one_sample_and_on_rows_of_resamples():
+    # ranks (1, 2, 3) against (1, 3, 2): 1 − 6·Σd²/(n(n²−1)) = 1 − 6·2/24
+    assert spearman(np.array([1.0, 2, 3]), np.array([1.0, 3, 2])) == pytest.approx(0.5)
+    rows = spearman(np.array([[1.0, 2, 3], [1, 2, 3], [1, 2, 3], [2, 2, 2]]),
+                    np.array([[1.0, 3, 2], [3, 2, 1], [5, 5, 5], [1, 2, 3]]))
+    assert rows[:3] == pytest.approx([0.5, -1.0, 0.0]) and math.isnan(rows[3])  # constant y: no trend; constant x: none
+    assert slope(np.array([0.0, 1, 2]), np.array([1.0, 3, 5])) == pytest.approx(2.0)
+    assert spread_of_means(np.array([1.0, 1.0]), np.array([1.1, 1.3])) == pytest.approx(0.2)

@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from .stats import FAILS, HOLDS, NOT_RUN, UNSURE, bootstrap_ci, combine, verdict, within
+from .stats import (FAILS, HOLDS, NOT_RUN, UNSURE, bootstrap_ci, combine, mean_gap, median, slope, spearman,
+                    spread_of_means, verdict, within)
 from .theory import crossovers, gain_by_width, loglog_slope
 
 Studies = dict[str, dict]
@@ -154,37 +155,6 @@ def _groups(rows: list[dict], key: str, metric: str) -> dict[float, list[float]]
     return out
 
 
-# Effect sizes of one sample (1-D arrays) or of every bootstrap resample at once (rows of 2-D arrays).
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
-    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
-    with np.errstate(all="ignore"):
-        rho = (rx * ry).sum(-1) / np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
-    rho = np.where(np.ptp(y, axis=-1) == 0, 0.0, rho)  # the metric is the same in every model: no trend at all
-    return np.where(np.ptp(x, axis=-1) == 0, math.nan, rho)
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slope of y on x (NaN where x is constant)."""
-    xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
-    with np.errstate(all="ignore"):
-        return np.where(np.ptp(x, axis=-1) > 0, (xc * yc).sum(-1) / (xc * xc).sum(-1), math.nan)
-
-
-def _mean_gap(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    return high.mean(-1) - low.mean(-1)
-
-
-def _loss_spread(*groups: np.ndarray) -> np.ndarray:
-    means = np.stack([g.mean(-1) for g in groups])
-    return (means.max(0) - means.min(0)) / means.min(0)
-
-
-def _median(x: np.ndarray) -> np.ndarray:
-    return np.median(x, axis=-1)
-
-
 def _trend(study: dict, key: str, above: bool, label: str = "Spearman", metric: str = "mono_per_feature"
            ) -> list[tuple[Part, str]]:
     """Spearman correlation of a swept value with a metric over all instances, its interval over resampled
@@ -193,8 +163,8 @@ def _trend(study: dict, key: str, above: bool, label: str = "Spearman", metric: 
     x, y = [_sweep_value(r, key) for r in rows], [r[metric] for r in rows]
     if len(set(x)) < 2:
         return []
-    ci = bootstrap_ci([x, y], _spearman, vectorized=True)
-    rho = float(_spearman(np.array(x), np.array(y)))
+    ci = bootstrap_ci([x, y], spearman, vectorized=True)
+    rho = float(spearman(np.array(x), np.array(y)))
     part, text = _part("rho", rho, ci, verdict(ci, 0.0, above), label)
     return [(part, f"{text} over {len(rows)} models")]
 
@@ -217,12 +187,12 @@ def same_loss_different_monosemanticity(studies: Studies) -> dict:
         loss, mono = _groups(rows, "train.lr", "loss"), _groups(rows, "train.lr", "mono_per_feature")
         if len(loss) < 2 or len(mono) < 2:
             return [], "fewer than two learning rates"
-        spread_ci = bootstrap_ci(list(loss.values()), _loss_spread, paired=False, vectorized=True)
-        spread = float(_loss_spread(*map(np.array, loss.values())))
+        spread_ci = bootstrap_ci(list(loss.values()), spread_of_means, paired=False, vectorized=True)
+        spread = float(spread_of_means(*map(np.array, loss.values())))
         low, high = mono[min(mono)], mono[max(mono)]
-        gap_ci = bootstrap_ci([low, high], _mean_gap, paired=False, vectorized=True)
+        gap_ci = bootstrap_ci([low, high], mean_gap, paired=False, vectorized=True)
         parts = [_part("loss_spread", spread, spread_ci, verdict(spread_ci, 0.10, above=False), pct=True),
-                 _part("mono_change", float(_mean_gap(np.array(low), np.array(high))), gap_ci, verdict(gap_ci, 0.0))]
+                 _part("mono_change", float(mean_gap(np.array(low), np.array(high))), gap_ci, verdict(gap_ci, 0.0))]
         return parts, "; ".join(f"lr {lr:g}: loss {_fmt(loss[lr])}, mono/feat {_fmt(mono.get(lr, []))}" for lr in loss)
 
     return _each3(result, studies, ["LR1", "LR2"], judge)
@@ -248,11 +218,11 @@ def bias_trick_more_monosemantic(studies: Studies) -> dict:
             return [], "fewer than 2 (lr, seed) pairs in common"
         gain = [t["mono_per_feature"] - b["mono_per_feature"] for b, t in pairs]
         ratio = [t["loss"] / b["loss"] for b, t in pairs]
-        gain_ci, ratio_ci = bootstrap_ci(gain), bootstrap_ci(ratio, _median, vectorized=True)
+        gain_ci, ratio_ci = bootstrap_ci(gain), bootstrap_ci(ratio, median, vectorized=True)
         parts = [_part("mono_gain", statistics.fmean(gain), gain_ci, verdict(gain_ci, 0.0)),
                  _part("loss_ratio", statistics.median(ratio), ratio_ci, verdict(ratio_ci, 1.05, above=False))]
-        return parts, (f"{len(pairs)} pairs; mono/feat {pairs_of[name]} {_fmt([b['mono_per_feature'] for b, _ in pairs])}"
-                       f" vs {name} {_fmt([t['mono_per_feature'] for _, t in pairs])}")
+        plain_mono, trick_mono = [b["mono_per_feature"] for b, _ in pairs], [t["mono_per_feature"] for _, t in pairs]
+        return parts, f"{len(pairs)} pairs; mono/feat {pairs_of[name]} {_fmt(plain_mono)} vs {name} {_fmt(trick_mono)}"
 
     return _each3(result, studies, ["LR3", "LR4"], judge)
 
@@ -299,7 +269,8 @@ def width_raises_monosemanticity(studies: Studies) -> dict:
             top = [r["mono_per_feature"] for r in rows if _sweep_value(r, "model.neurons") == widest]
             ci = bootstrap_ci(top)
             judged = verdict(ci, 0.75) if widest >= study["n_features"] else UNSURE
-            parts.append(_part("top", statistics.fmean(top), ci, judged, f"at k = {widest:g}{' < N' * (judged == UNSURE)}:"))
+            label = f"at k = {widest:g}{' < N' * (judged == UNSURE)}:"
+            parts.append(_part("top", statistics.fmean(top), ci, judged, label))
         return parts, f"mono/feat {_per_point(study)}"
 
     return _each3(result, studies, ["K0", "K1", "K2"], judge)
@@ -334,8 +305,8 @@ def bias_scales_as_sqrt_density(studies: Studies) -> dict:
         return _three_way(result, [], "fewer than two densities with negative biases")
     x = [math.log(_sweep_value(r, "data.eps")) for r in rows]
     y = [math.log(-r["bias_mean_live"]) for r in rows]
-    ci = bootstrap_ci([x, y], _slope, vectorized=True)
-    part, text = _part("slope", float(_slope(np.array(x), np.array(y))), ci, within(ci, 0.25, 0.75))
+    ci = bootstrap_ci([x, y], slope, vectorized=True)
+    part, text = _part("slope", float(slope(np.array(x), np.array(y))), ci, within(ci, 0.25, 0.75))
     per = "; ".join(f"{n}: " + _per_point(studies[n], "bias_mean_live") for n in names if n in studies)
     with np.errstate(all="ignore"):  # a constant bias has no correlation: r = nan
         r = np.corrcoef(x, y)[0, 1]
@@ -357,8 +328,8 @@ def l1_raises_monosemanticity(studies: Studies) -> dict:
     control = groups.pop(0.0, [])
     if len(control) < 2 or not groups:
         return _three_way(result, [], "needs L1 = 0 and another strength, each with 2+ seeds", named=False)
-    gains = {lv: float(_mean_gap(np.array(control), np.array(v))) for lv, v in groups.items()}
-    cis = {lv: bootstrap_ci([control, v], _mean_gap, paired=False, level=1 - 0.05 / len(groups), vectorized=True)
+    gains = {lv: float(mean_gap(np.array(control), np.array(v))) for lv, v in groups.items()}
+    cis = {lv: bootstrap_ci([control, v], mean_gap, paired=False, level=1 - 0.05 / len(groups), vectorized=True)
            for lv, v in groups.items()}
     ci = (max(c[0] for c in cis.values()), max(c[1] for c in cis.values()))
     best = max(gains, key=gains.get)

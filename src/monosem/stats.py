@@ -11,6 +11,7 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 HOLDS, FAILS, UNSURE, NOT_RUN = "holds", "does not hold", "inconclusive", "not run"
 
@@ -47,6 +48,39 @@ def bootstrap_ci(samples: Sequence[Sequence[float]] | Sequence[float], stat: Cal
         return (math.nan, math.nan)
     tail = (1 - level) / 2
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+# Effect sizes, each of one sample (1-D arrays) or of every bootstrap resample at once (rows of 2-D arrays).
+
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ (ties ranked by their mean rank); 0 where y is constant (no trend at all), NaN where x is."""
+    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        rho = (rx * ry).sum(-1) / np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    rho = np.where(np.ptp(y, axis=-1) == 0, 0.0, rho)
+    return np.where(np.ptp(x, axis=-1) == 0, math.nan, rho)
+
+
+def slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of y on x (NaN where x is constant)."""
+    xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        return np.where(np.ptp(x, axis=-1) > 0, (xc * yc).sum(-1) / (xc * xc).sum(-1), math.nan)
+
+
+def mean_gap(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return high.mean(-1) - low.mean(-1)
+
+
+def spread_of_means(*groups: np.ndarray) -> np.ndarray:
+    """(max − min) / min of the groups' means."""
+    means = np.stack([g.mean(-1) for g in groups])
+    return (means.max(0) - means.min(0)) / means.min(0)
+
+
+def median(x: np.ndarray) -> np.ndarray:
+    return np.median(x, axis=-1)
 
 
 def verdict(ci: tuple[float, float], threshold: float, above: bool = True) -> str:
