@@ -268,8 +268,9 @@ def width_raises_monosemanticity(studies: Studies) -> dict:
             widest = max(_sweep_value(r, "model.neurons") for r in rows)
             top = [r["mono_per_feature"] for r in rows if _sweep_value(r, "model.neurons") == widest]
             ci = bootstrap_ci(top)
-            judged = verdict(ci, 0.75) if widest >= study["n_features"] else UNSURE
-            label = f"at k = {widest:g}{' < N' * (judged == UNSURE)}:"
+            short = widest < study["n_features"]  # the study cannot show the claim's k >= N part
+            judged = UNSURE if short else verdict(ci, 0.75)
+            label = f"at k = {widest:g}{' < N' * short}:"
             parts.append(_part("top", statistics.fmean(top), ci, judged, label))
         return parts, f"mono/feat {_per_point(study)}"
 
