@@ -200,7 +200,7 @@ def same_loss_different_monosemanticity(studies: Studies) -> dict:
 
 @check
 def bias_trick_more_monosemantic(studies: Studies) -> dict:
-    result = {"id": "bias_trick_more_mono_no_loss_cost", "studies": ["LR3", "LR4"],
+    result = {"id": "bias_trick_more_mono_no_loss_cost", "studies": ["LR1", "LR3", "LR2", "LR4"],
               "claim": "A negative bias offset with bias decay gives more monosemantic models at no loss cost "
                        "(LR3 vs LR1, LR4 vs LR2).",
               "criterion": "for each pair of studies, instances paired by (lr, seed), 95% intervals over resampled "
