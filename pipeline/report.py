@@ -11,7 +11,7 @@ from report_explorer import write_explorer
 
 from monosem import plots_regime, regime
 from monosem.artifacts import read_json, write_csv, write_json, write_text
-from monosem.claims import evaluate
+from monosem.claims import evaluate, with_verdict
 from monosem.stats import verdict
 from monosem.config import load_params
 from monosem.tracking import tracking_uri
@@ -170,6 +170,24 @@ def interventions_section(claims: list[dict], present: set[str]) -> str:
     return "\n".join(lines)
 
 
+def _value(v: float | None, ci: list | None = None) -> str:
+    if v is None or v != v:
+        return "n/a"
+    if ci is None:
+        return f"{v:.3g}"
+    return f"{v:.3g} [" + ", ".join("n/a" if b is None or b != b else f"{b:.3g}" for b in ci) + "]"
+
+
+def effect_text(claim: dict) -> str:
+    """A claim's effect with its interval, or each named part's ("LR1.loss_spread 0.175 [0.16, 0.19]; …")."""
+    effect, ci = claim.get("effect"), claim.get("ci95")
+    if effect is None:
+        return "—"
+    if isinstance(effect, dict):
+        return "; ".join(f"{k} {_value(v, (ci or {}).get(k))}" for k, v in effect.items())
+    return _value(effect, ci)
+
+
 def studies_table(params) -> list[str]:
     """The paper's Table 1 as run here: one row per study, the swept parameters named."""
     rows = ["| study | task | act | features | k | ε | lr | bias decay | bias offset | L1 | steps × batch | swept | models |",
@@ -305,9 +323,9 @@ def regime_section(params, studies: dict, claims: list[dict]) -> str:
         f"{statistics.fmean(c['delta'] for c in cs):+.3f}" for d, cs in by_d.items()) + "."]
     lines += ["", "### Where each Table 1 claim could hold", ""]
     for c in claims:
-        if c["id"] not in TABLE1 or c.get("verdict", "holds" if c["holds"] else "") == "holds":
+        if c["id"] not in TABLE1 or c["verdict"] == "holds":
             continue
-        lines.append(f"- **{c['claim']}** ({c.get('verdict', c['holds'])} at the default): {TABLE1[c['id']](good)}")
+        lines.append(f"- **{c['claim']}** ({c['verdict']} at the default): {TABLE1[c['id']](good)}")
     return "\n".join(lines) + "\n"
 
 
@@ -374,16 +392,19 @@ def main() -> None:
         metrics = read_json(sae_dirs(name)[1] / "metrics.json")
         for fig in SAE_FIGURES:
             shutil.copyfile(sae_dirs(name)[1] / "figures" / fig, REPORTS / "figures" / f"sae-{name}-{fig}")
-        claims += metrics["claims"]
+        claims += [with_verdict(c) for c in metrics["claims"]]  # an SAE stage older than the verdicts had none
         sae_sections.append(sae_section(name, cfg, metrics))
     if sae_sections:
         sae_sections.insert(0, "## Sparse autoencoders\n\nDictionary learning on the toy models' activations, "
                                "scored against the true features (the Gated SAE paper's claims are in the table above).\n")
     write_json(REPORTS / "claims.json", claims)
-    verdict = {True: "holds", False: "does not hold", None: "not tested"}
-    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims.py`).", "",
-                   "| claim | verdict | criterion | evidence |", "|---|---|---|---|"]
-    claim_lines += [f"| {c['claim']} | **{verdict[c['holds']]}** | {c['criterion']} | {c['evidence']} |" for c in claims]
+    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims.py`). The "
+                   "paper's claims: an effect size and its bootstrap 95% interval; **holds** when the whole interval "
+                   "meets the criterion, **does not hold** when none of it does, **inconclusive** when it straddles "
+                   "the criterion. The other claims: their tests' p-values or fixed rules (no interval).", "",
+                   "| claim | verdict | effect [95% interval] | criterion | evidence |", "|---|---|---|---|---|"]
+    claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {effect_text(c)} | {c['criterion']} | {c['evidence']} |"
+                    for c in claims]
 
     worlds = ["| world | N | m | ε | distribution | values | importance I_i | task | eval samples |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .claims import with_verdict
 from .models import task_loss
 from .sae import input_scale
 from .sae_metrics import ground_truth_metrics, reconstruction_metrics
@@ -184,18 +185,18 @@ def gated_claims(name: str, rows: list[dict]) -> list[dict]:
                              f">= −{EV_SLACK} everywhere"},
     ]
     if not {"relu", "gated"} <= archs:
-        return [c | {"holds": None, "evidence": "needs both relu and gated SAEs"} for c in claims]
+        return [with_verdict(c | {"holds": None, "evidence": "needs both relu and gated SAEs"}) for c in claims]
     ev, gamma = by_architecture(rows, "explained_variance"), by_architecture(rows, "shrinkage_gamma")
     grid = _grid(ev["relu"], ev["gated"])
     if not grid:
-        return [c | {"holds": None, "evidence": "the two sweeps do not overlap in L0"} for c in claims]
+        return [with_verdict(c | {"holds": None, "evidence": "the two sweeps do not overlap in L0"}) for c in claims]
     span = f"L0 {grid[0]:.3g}–{grid[-1]:.3g}"
 
     g_r = [at_l0(gamma["relu"], t) for t in grid]
     g_g = [at_l0(gamma["gated"], t) for t in grid]
     ratios = [abs(1 - g) / abs(1 - r) for g, r in zip(g_g, g_r) if abs(1 - r) > 0]
     shrink = statistics.median(ratios)
-    claims[0] |= {"holds": bool(shrink <= SHRINK_RATIO),
+    claims[0] |= {"holds": bool(shrink <= SHRINK_RATIO), "effect": shrink,
                   "evidence": f"median ratio {shrink:.2f} over {span}; γ relu {min(g_r):.3f}–{max(g_r):.3f}, "
                               f"gated {min(g_g):.3f}–{max(g_g):.3f}"}
 
@@ -206,7 +207,7 @@ def gated_claims(name: str, rows: list[dict]) -> list[dict]:
         l0r = [_l0_at(ev["relu"], v) for v in levels]
         l0g = [_l0_at(ev["gated"], v) for v in levels]
         half = statistics.median(g / r for g, r in zip(l0g, l0r))
-        claims[1] |= {"holds": bool(half <= L0_RATIO),
+        claims[1] |= {"holds": bool(half <= L0_RATIO), "effect": half,
                       "evidence": f"median L0 ratio {half:.2f} over EV {lo:.3f}–{hi:.3f} (relu L0 "
                                   f"{min(l0r):.2f}–{max(l0r):.2f}, gated {min(l0g):.2f}–{max(l0g):.2f})"}
     else:
@@ -214,7 +215,7 @@ def gated_claims(name: str, rows: list[dict]) -> list[dict]:
 
     diff = [at_l0(ev["gated"], t) - at_l0(ev["relu"], t) for t in grid]
     mean = statistics.fmean(diff)
-    claims[2] |= {"holds": bool(mean > 0 and min(diff) >= -EV_SLACK),
+    claims[2] |= {"holds": bool(mean > 0 and min(diff) >= -EV_SLACK), "effect": mean,
                   "evidence": f"EV_gated − EV_relu over {span}: mean {mean:+.4f}, min {min(diff):+.4f}, "
                               f"max {max(diff):+.4f}"}
-    return claims
+    return [with_verdict(c) for c in claims]
