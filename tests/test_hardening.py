@@ -4,8 +4,10 @@ that are not ours (truncated, wrong shapes, pickles) refused without being execu
 import ast
 import copy
 import importlib.util
+import math
 import pickle
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import BaseModel
 
 from monosem.artifacts import load_tensors, load_world, save_tensors, save_world
-from monosem.config import DataCfg, ModelCfg, Params, Runtime, Study, Tracking, TrainCfg, World
+from monosem.config import DataCfg, ModelCfg, Params, Runtime, SaeStudy, SaeTrain, Study, Tracking, TrainCfg, World
 from monosem.errors import ArtifactError
 from monosem.worlds import generate_world
 
@@ -25,7 +27,8 @@ TINY = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
 
 # Where each params model lives in the tiny params file.
 SECTIONS = {World: "worlds.tiny", DataCfg: "studies.LR1.data", ModelCfg: "studies.LR1.model",
-            TrainCfg: "studies.LR1.train", Study: "studies.LR1", Tracking: "tracking", Runtime: "runtime", Params: ""}
+            TrainCfg: "studies.LR1.train", Study: "studies.LR1", SaeStudy: "saes.SAE1", SaeTrain: "saes.SAE1.train",
+            Tracking: "tracking", Runtime: "runtime", Params: ""}
 
 
 def _wrong_type(annotation):
@@ -48,6 +51,37 @@ def _out_of_range(field):
             yield "too short", "" if field.annotation is str else ([] if typing.get_origin(field.annotation) is list else {})
 
 
+def _holding(annotation, value):
+    """A value of `annotation`'s shape with `value` in place of each float it holds (None: it holds none)."""
+    if annotation is float:
+        return value
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is list and _holding(args[0], value) is not None:
+        return [_holding(args[0], value)]
+    if origin is dict and _holding(args[1], value) is not None:
+        key = typing.get_args(args[0])[0] if typing.get_origin(args[0]) is typing.Literal else "a"
+        return {key: _holding(args[1], value)}
+    if origin in (typing.Union, types.UnionType):
+        return next((h for a in args if (h := _holding(a, value)) is not None), None)
+    return None
+
+
+def _models_in(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _models_in(arg)
+
+
+def _sections(model=Params):
+    """Every params model reachable from Params."""
+    yield model
+    for field in model.model_fields.values():
+        for sub in _models_in(field.annotation):
+            yield from _sections(sub)
+
+
 def bad_cases():
     """(id, dotted path, value): for every key of every section, a wrong type and each bound broken, and an
     unknown key in every section. Generated from the schema, so a new key is covered when it is added."""
@@ -58,6 +92,10 @@ def bad_cases():
             yield f"{at(name)}: wrong type", at(name), _wrong_type(field.annotation)
             for what, value in _out_of_range(field):
                 yield f"{at(name)}: {what}", at(name), value
+            for what, bad in (("inf", math.inf), ("-inf", -math.inf), ("nan", math.nan)):
+                if (value := _holding(field.annotation, bad)) is not None:
+                    yield f"{at(name)}: {what}", at(name), value
+    yield "studies.LR1.sweep: inf among a sweep's values", "studies.LR1.sweep", {"train.lr": [0.01, math.inf]}
 
 
 CASES = list(bad_cases())
@@ -99,6 +137,7 @@ def run_train(stage, params: dict, study: str, tmp_path, monkeypatch, capsys) ->
 
 
 def test_the_table_covers_every_key_of_every_section():
+    assert set(_sections()) == set(SECTIONS)
     keys = {path for _, path, _ in CASES}
     for model, prefix in SECTIONS.items():
         for name in model.model_fields:
