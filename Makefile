@@ -20,6 +20,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# validate.py checks params.yaml in full (and memory, and the store) first: DVC deletes a stage's outputs before
+# running it, so a bad value must be found before `dvc repro` starts.
 # PROFILE=paper copies profiles/paper.yaml over params.yaml first (git keeps the old one; refused when
 # params.yaml has uncommitted edits, so nothing is lost).
 repro: setup
@@ -27,6 +29,7 @@ ifneq ($(PROFILE),)
 	@git diff --quiet -- params.yaml || { echo "error: params.yaml has uncommitted edits; commit or stash them before PROFILE=$(PROFILE)"; exit 1; }
 	cp profiles/$(PROFILE).yaml params.yaml
 endif
+	$(PY) pipeline/validate.py
 	dvc repro
 
 # The explorer the report stage writes: its address on disk (it needs no server), and the same pages served on

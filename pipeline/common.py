@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,15 +17,19 @@ sys.path.insert(0, str(SRC))
 
 # The stages that log start MLflow's worker process first (`monosem.tracking.start_worker`, which this
 # cannot import before torch), so MLflow loads on the other core while this process imports torch.
-_WORKER = (subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py")],
+# Its log: `monosem.tracking.log_file` of the repo root ($DVC_ROOT under DVC, whose queued experiments run in a
+# temporary copy; else where the stage runs, the root).
+_LOG = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
+_WORKER = (subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(_LOG)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-           if Path(sys.argv[0]).stem in ("train", "measure", "interpret", "sae", "report") else None)
+           if Path(sys.argv[0]).stem in ("train", "measure", "interpret", "sae", "report", "validate") else None)
 
 import torch  # noqa: E402
 
 from monosem.artifacts import load_tensors, read_json  # noqa: E402
 from monosem.config import Instance, Params, load_params  # noqa: E402
 from monosem.errors import MonosemError, ParamsError  # noqa: E402
+from monosem.memory import available_host, estimates, refusal  # noqa: E402
 from monosem.tracking import Tracker  # noqa: E402
 from monosem.worlds import WorldData  # noqa: E402
 
@@ -65,8 +70,23 @@ def study_params(name: str, section: str = "studies") -> tuple[Params, str]:
     if name not in getattr(params, section):
         what = {"studies": "study", "saes": "SAE study"}[section]
         raise ParamsError(f"params.yaml: {section}.{name}: no such {what}; allowed: {sorted(getattr(params, section))}")
+    check_memory(params, [f"{Path(sys.argv[0]).stem}@{name}"])
     torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
     return params, name
+
+
+def check_memory(params: Params, stages: list[str]) -> None:
+    """Refuse, before any work, a stage whose estimated memory (monosem.memory) exceeds what this machine, or
+    the GPU it trains on, has free."""
+    rt = params.runtime
+    on_gpu = rt.accelerator != "cpu" and torch.cuda.is_available()
+    host, device = available_host(), (torch.cuda.mem_get_info()[0] if on_gpu else None)
+    for est in estimates(params):
+        if est.stage in stages:
+            trains = est.stage.startswith(("train@", "sae@"))
+            line = refusal(est, host, device if trains else None, rt.devices if est.stage.startswith("train@") else 1)
+            if line:
+                raise ParamsError(f"params.yaml: {line}")
 
 
 def groups(instances: list[Instance], by_data: WorldData | None = None) -> list[list[int]]:

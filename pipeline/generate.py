@@ -1,6 +1,6 @@
 """generate@<world>: the embedders, feature probabilities, held-out eval set and probes of one world."""
 
-from common import run, world_dir
+from common import check_memory, run, world_dir
 
 from monosem.artifacts import save_world
 from monosem.config import ParamsError, load_params
@@ -11,6 +11,7 @@ def main(name: str) -> None:
     params = load_params()
     if name not in params.worlds:
         raise ParamsError(f"params.yaml: worlds.{name}: no such world; allowed: {sorted(params.worlds)}")
+    check_memory(params, [f"generate@{name}"])
     world = generate_world(params.worlds[name])
     save_world(world, world_dir(name))
     cfg = world.cfg

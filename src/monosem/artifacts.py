@@ -74,8 +74,16 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    out, storages = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        # safetensors refuses tensors that share memory: a 1-wide world's probes Pᵀ are P's own storage.
+        if v.untyped_storage().data_ptr() in storages:
+            v = v.clone()
+        storages.add(v.untyped_storage().data_ptr())
+        out[k] = v
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_file(out, str(tmp), metadata=meta)
 
 
 def load_tensors(path: str | Path, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:

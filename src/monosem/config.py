@@ -43,6 +43,9 @@ class World(_Strict):
         if self.task == "tms" and self.d_embed != self.n_features:
             raise ValueError(f"the tms task feeds the features in directly (x = f): d_embed must equal "
                              f"n_features = {self.n_features}")
+        if self.task != "tms" and self.d_embed > self.n_features:
+            raise ValueError(f"d_embed = {self.d_embed} must be at most n_features = {self.n_features}: the embedder "
+                             f"P (m × N) has orthonormal rows, at most N of them")
         if self.task != "tms" and (self.values != "uniform" or self.importance_decay != 1):
             raise ValueError("values and importance_decay apply to the tms task only")
         if self.task == "tms" and self.embedder != "shared":

@@ -26,9 +26,10 @@ from .errors import TrackingError
 WORKER = Path(__file__).with_name("tracking_worker.py")
 
 
-def start_worker() -> subprocess.Popen:
-    """The MLflow worker, loading; pass it to `Tracker` (stages start it before importing torch)."""
-    return subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def start_worker(log: Path) -> subprocess.Popen:
+    """The MLflow worker, loading; pass it to `Tracker` (stages start it before importing torch). MLflow's own
+    messages and the tracebacks behind its errors go to `log`."""
+    return subprocess.Popen([sys.executable, str(WORKER), str(log)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 def repo_root() -> Path:
@@ -39,6 +40,11 @@ def repo_root() -> Path:
         return Path(top.stdout.strip())
     except (subprocess.CalledProcessError, FileNotFoundError):
         return Path.cwd().resolve()
+
+
+def log_file(root: Path) -> Path:
+    """Where the worker writes what MLflow says (the stages name it in their one-line errors)."""
+    return root / ".monosem" / "tracking.log"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -89,6 +95,9 @@ class Answer:
         if self.kind == "error":
             raise TrackingError(f"tracking store {self.tracker.uri} {self.value}" if self.method == "open"
                                 else f"tracking store {self.tracker.uri}: {self.method} failed: {self.value}")
+        if self.method == "open" and self.value[1]:  # said once, when first read
+            print(f"tracking: {self.value[1]}", file=sys.stderr, flush=True)
+            self.value[1] = None
         return self.value
 
 
@@ -99,7 +108,8 @@ class Tracker:
     def __init__(self, experiment: str, root: Path | None = None, worker: subprocess.Popen | None = None):
         self.root = root or repo_root()
         self.uri = tracking_uri(self.root)
-        self.worker = worker or start_worker()
+        self.worker = worker or start_worker(log_file(self.root))
+        self.log = self.worker.args[2] if len(self.worker.args) > 2 else None
         self._unread: deque[Answer] = deque()
         self._open = self._ask("open", self.uri, experiment, artifact_location(self.root))
 
@@ -109,7 +119,7 @@ class Tracker:
 
     @property
     def experiment_id(self) -> str:
-        return self._open.get()
+        return self._open.get()[0]
 
     def _write(self, method: str, args: tuple, answer: bool) -> None:
         try:
@@ -120,7 +130,7 @@ class Tracker:
 
     def _exited(self):
         raise TrackingError(f"tracking store {self.uri}: the MLflow worker exited (status {self.worker.wait()}); "
-                            f"its error is above") from None
+                            f"its error is in {self.log}") from None
 
     def _ask(self, method: str, *args: Any) -> Answer:
         """Send a call whose answer the stage will read (`Answer.get`); an error of an earlier unanswered call
@@ -176,9 +186,8 @@ class Tracker:
         self._call("log_artifacts", run_id, str(folder), artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        if reason:
-            self.set_tags(run_id, {"monosem.failure": reason[:5000]})
-        self._send("end", run_id, status)
+        """`reason`: why it failed, kept as the run's `monosem.failure` tag."""
+        self._send("end", run_id, status, reason[:5000] if reason else None)
 
     def status(self, run_id: str) -> str:
         return self._call("status", run_id)
@@ -215,4 +224,5 @@ class Tracker:
             raise
 
 
-__all__ = ["Answer", "Tracker", "TrackingError", "input_hash", "lineage_tags", "repo_root", "start_worker", "tracking_uri"]
+__all__ = ["Answer", "Tracker", "TrackingError", "input_hash", "lineage_tags", "log_file", "repo_root", "start_worker",
+           "tracking_uri"]

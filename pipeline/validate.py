@@ -1,0 +1,22 @@
+"""validate: params.yaml in full, each stage's memory against this machine's, and the tracking store, before
+`dvc repro` runs (`make repro` runs this first). DVC deletes a stage's outputs before it runs the stage, so a
+bad value that only the stage itself found would cost them (they come back from DVC's cache once fixed)."""
+
+# First: importing common starts the MLflow worker, which opens the store while this checks the params.
+from common import check_memory, open_tracker, run
+
+from monosem.config import load_params
+from monosem.memory import estimates
+
+
+def main() -> None:
+    params = load_params()
+    tracker = open_tracker(params.tracking.experiment)
+    check_memory(params, [e.stage for e in estimates(params)])
+    tracker.check()  # usable and writable
+    print(f"params.yaml: {len(params.worlds)} worlds, {len(params.studies)} studies, {len(params.saes)} SAE studies: "
+          f"valid; every stage fits in memory; tracking store {tracker.uri} writable")
+
+
+if __name__ == "__main__":
+    run(main)
