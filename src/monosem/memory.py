@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from .config import Params, SaeStudy, Study, World
 
 F32 = 4  # bytes
@@ -162,8 +164,6 @@ def estimates(params: Params) -> list[Estimate]:
 def available_host() -> float:
     """Bytes the machine can give without swapping: the kernel's MemAvailable, or less under a cgroup v2
     memory limit (a container's, a CI job's)."""
-    import psutil
-
     free = psutil.virtual_memory().available
     cgroup = Path("/sys/fs/cgroup")
     try:

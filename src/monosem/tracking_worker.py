@@ -60,24 +60,30 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 HOST = socket.gethostname()
 
 
-def started(pid: int) -> float:
-    """When process `pid` started (seconds since the epoch): with the pid, it names one process, as pids are
-    reused."""
-    return psutil.Process(pid).create_time()
+def started(pid: int) -> str:
+    """When process `pid` started (seconds since the epoch; "" if that cannot be read): with the pid, it names
+    one process, as pids are reused."""
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return ""
 
 
 # The stage that started this worker owns the runs it creates.
-OWNER = {"monosem.host": HOST, "monosem.pid": str(os.getppid()), "monosem.pid_started": f"{started(os.getppid()):.2f}"}
+OWNER = {"monosem.host": HOST, "monosem.pid": str(os.getppid()), "monosem.pid_started": started(os.getppid())}
 
 
 def alive(tags: dict[str, str]) -> bool:
-    """Whether the process that the owner tags name still runs (on this host; another host's are unknowable)."""
-    if tags.get("monosem.host") != HOST:
+    """Whether the process the owner tags name may still run: True unless it is on this host and its pid is
+    gone or belongs to a process started at another time (another host's processes are unknowable)."""
+    if tags.get("monosem.host") != HOST or not tags.get("monosem.pid_started"):
         return True
     try:
-        return abs(started(int(tags["monosem.pid"])) - float(tags["monosem.pid_started"])) < 1
-    except (psutil.Error, KeyError, ValueError):
+        return abs(psutil.Process(int(tags["monosem.pid"])).create_time() - float(tags["monosem.pid_started"])) < 1
+    except psutil.NoSuchProcess:  # a zombie too
         return False
+    except (psutil.Error, ValueError):  # cannot tell: leave its runs alone
+        return True
 
 
 def one_line(err: BaseException) -> str:
