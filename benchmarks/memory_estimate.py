@@ -75,10 +75,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="stages to measure (the ones they need run too, unreported)")
     args = parser.parse_args()
     estimates = {e.stage: e for e in memory.estimates(parse_params(PARAMS))}
+    wanted = set(args.only or ORDER)
+    for stage in list(wanted):  # and what they read
+        kind, name = stage.split("@")
+        study = PARAMS["saes"][name]["study"] if kind == "sae" else name
+        if kind != "generate":
+            wanted |= {f"generate@{PARAMS['studies'][study]['world']}"} | ({f"train@{study}"} if kind != "train" else set())
+        if kind == "interpret":
+            wanted.add(f"measure@{name}")
     print("| stage | largest term | estimate | measured peak RSS | estimate / measured |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_repo(Path(tmp), PARAMS)
-        for stage in ORDER:
+        for stage in [s for s in ORDER if s in wanted]:
             rss = peak_rss(repo, stage)
             if args.only and stage not in args.only:
                 continue
