@@ -104,7 +104,8 @@ def repro(repo: Path, uri: str | None) -> None:
 
 
 def logged(uri: str) -> dict:
-    """Every run of the experiment as name -> (status, params, metric values, tags we set, artifact paths)."""
+    """Every run of the experiment as name -> (status, params, metric values, tags we set but the owning
+    process's, artifact paths)."""
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=uri)
@@ -114,6 +115,8 @@ def logged(uri: str) -> dict:
         arts = sorted(a.path for d in ("model", "figures", "interp/table", "interp/summary")
                       for a in c.list_artifacts(r.info.run_id, d))
         tags = {k: v for k, v in r.data.tags.items() if k.startswith(("monosem.", "dvc.stage"))}
+        owner = {k: tags.pop(k) for k in ("monosem.pid", "monosem.pid_started")}  # which process: differs per run
+        assert all(owner.values())
         out[r.info.run_name] = (r.info.status, r.data.params, r.data.metrics, tags, arts)
     return out
 
