@@ -145,6 +145,11 @@ class Store:
         return [self.experiment_id, note]
 
     def start(self, name: str, params: dict[str, str], tags: dict[str, str], parent: str | None) -> str:
+        """A run; without a parent it is a stage's own (`train@LR1`, `report`): its name is its `monosem.stage`,
+        and the runs of that stage left RUNNING by a process that is gone are ended first."""
+        if parent is None:
+            self.end_orphans(name)
+            tags = tags | {"monosem.stage": name}
         tags = tags | OWNER | {MLFLOW_RUN_NAME: name} | ({MLFLOW_PARENT_RUN_ID: parent} if parent else {})
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         self.open_runs.add(run_id)
@@ -158,12 +163,11 @@ class Store:
         return run_id
 
     def start_runs(self, parent: list, children: list[list]) -> list:
-        """A parent run and its children, each [name, params, tags]: [parent id, [child ids]], all tagged with
-        the parent's name as `monosem.stage`. Runs of the same stage left RUNNING by a process that is gone are
-        ended first. If one fails, the runs already created end FAILED before the error is answered."""
+        """A parent run (a stage's: see `start`) and its children, each [name, params, tags]: [parent id, [child
+        ids]], the children tagged with their parent's stage. If one fails, the runs already created end FAILED
+        before the error is answered."""
         stage = {"monosem.stage": parent[0]}
-        self.end_orphans(parent[0])
-        made = [self.start(parent[0], parent[1], parent[2] | stage, None)]
+        made = [self.start(*parent, None)]
         try:
             for name, params, tags in children:
                 made.append(self.start(name, params, tags | stage, made[0]))
