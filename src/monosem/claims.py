@@ -1,6 +1,6 @@
 """The paper's claims, each judged on all seeds by a criterion fixed before looking at the results.
 
-Each check takes the measured studies (`results/<study>/metrics.json` contents, by study name) and returns
+Each check takes the measured studies (`results/<study>/measured.json` contents, by study name) and returns
 {claim, holds: True/False/None, evidence}. None means the studies it needs were not run (or had no data).
 Criteria live in the docstrings and in `criterion` so the report states them next to the verdict.
 """
@@ -50,7 +50,7 @@ def _missing(result: dict, studies: Studies, names: list[str]) -> dict | None:
 
 
 def _num(v) -> bool:
-    """A measured number: not null (NaN in metrics.json) and not NaN."""
+    """A measured number: not null (NaN in measured.json) and not NaN."""
     return v is not None and v == v
 
 
