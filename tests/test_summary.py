@@ -18,10 +18,10 @@ def test_compact_keeps_the_chosen_numbers_with_four_significant_digits_and_names
     points = summarise(rows(), ("mono", "loss", "n_dead"))
     assert points["lr=1"]["diverged"] == 1 and points["lr=1"]["seeds"] == 1
     out = compact(points, ("mono", "loss"), ("n_dead", "diverged"), "mono")
-    assert out["points"]["lr=0.01"] == {"mono": 0.6, "mono_std": 0.1414, "loss": 0.8333, "loss_std": 0.7071,
+    assert out["lr=0.01"] == {"mono": 0.6, "mono_std": 0.1414, "loss": 0.8333, "loss_std": 0.7071,
                                         "n_dead": 0.5, "diverged": 0}
-    assert out["points"]["lr=0.1"]["mono"] == 0.2 and math.isnan(out["points"]["lr=0.1"]["mono_std"])  # NaN seed left out
-    assert math.isnan(out["points"]["lr=1"]["mono_std"])  # one seed left: no spread
+    assert out["lr=0.1"]["mono"] == 0.2 and math.isnan(out["lr=0.1"]["mono_std"])  # NaN seed left out
+    assert math.isnan(out["lr=1"]["mono_std"])  # one seed left: no spread
     assert out["headline"] == {"metric": "mono", "best": 0.9, "at": "lr=1"}
 
 

@@ -39,12 +39,13 @@ def rounded(value: float) -> float:
 
 def compact(points: dict[str, dict[str, float]], spread: tuple[str, ...], plain: tuple[str, ...],
             headline: str) -> dict:
-    """DVC's view of `summarise`d points: `spread` keys with their std, `plain` keys as the mean (or count)
-    alone; and the headline, the point with the highest seed mean of `headline` (a key of `spread`)."""
+    """DVC's view of `summarise`d points, by point: `spread` keys with their std, `plain` keys as the mean (or
+    count) alone; and the headline, the point with the highest seed mean of `headline` (a key of `spread`)."""
     out = {}
     for point, stats in points.items():
         out[point] = {k: rounded(stats[k]) for key in spread for k in (key, f"{key}_std")}
         out[point] |= {key: rounded(stats[key]) for key in plain}
     scored = [(stats[headline], point) for point, stats in points.items() if stats[headline] == stats[headline]]
     best = max(scored, default=(float("nan"), None), key=lambda s: s[0])
-    return {"headline": {"metric": headline, "best": rounded(best[0]), "at": best[1]}, "points": out}
+    # Points at the top level (no "points." before every column name); a point's label has a "=" or is "base".
+    return {"headline": {"metric": headline, "best": rounded(best[0]), "at": best[1]}} | out
