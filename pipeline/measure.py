@@ -30,8 +30,6 @@ DVC_METRICS = {"jermyn": (("mono_per_feature", "mono_per_neuron", "loss"), ("n_d
                "power": (("gain", "loss"), ("diverged",), "gain")}
 HEADLINES = {"mono_per_feature": "#mono/#features", "mono_per_neuron": "#mono/#neurons",
              "dims_per_feature": "D* = m/‖W‖²_F", "gain": "gain L̃"}
-
-
 SWEEP_FIELDS = ["point", "seed", "series", "order", "x", "y", "parameter", "metric"]
 
 
