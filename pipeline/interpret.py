@@ -26,7 +26,7 @@ def main(name: str) -> None:
     manifest, instances = load_manifest(name)
     world = load_world(world_dir(manifest["world"]))
     states = load_states(name, manifest, world)
-    metrics = read_json(result_dir(name) / "metrics.json")
+    metrics = read_json(result_dir(name) / "measured.json")
     out = result_dir(name) / "interp"
     tracker.check()  # an unusable store fails the stage before it writes anything
     if instances[0].model.kind != "jermyn":
@@ -171,7 +171,7 @@ def interpret_tied(name, instances, manifest, states, metrics, world, tracker, o
 
 def gain_series(rows: dict, world, k: int) -> dict[int, dict]:
     """Per hidden size d: every model's gain, the mean per density (theory.gain_by_width, as the claims), the
-    reference curves in full precision (theory.gain_references; metrics.json holds them as float32), and the
+    reference curves in full precision (theory.gain_references; measured.json holds them as float32), and the
     order curves' constant fitted at the smallest density (where both equal p·d^k)."""
     live = [r for r in rows.values() if r["diverged_at"] is None]
     series = {}

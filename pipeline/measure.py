@@ -4,14 +4,13 @@
 from common import (groups, instance_world, load_manifest, load_states, open_tracker, result_dir, run,
                     study_params, world_dir)
 
-import statistics
-
 import torch
 
 from monosem.artifacts import load_world, write_csv, write_json
 from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
                              single_feature_activations, spearman)
 from monosem.models import models_from_states
+from monosem.summary import compact, summarise
 from monosem.superposition import measure_tied
 from monosem.theory import gain_references
 from monosem.worlds import generator
@@ -22,6 +21,37 @@ SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered",
 # Tied models (TMS and the bounds' power model): what measure_tied gives, and the gain's reference lines.
 TIED_SUMMARISED = ("loss", "gain", "features_learned", "dims_per_feature", "sum_dimensionality", "n_represented",
                    "mean_superposition", "bias_mean", "n_mono", "mono_per_neuron", "lecomte_poly", "weight_share_mean")
+
+# What `dvc metrics show` / `dvc exp show` get per sweep point (summary.compact): numbers with their seed
+# spread, numbers as the mean (or count) alone, and the headline, the metric the study's sweep plot shows.
+DVC_METRICS = {"jermyn": (("mono_per_feature", "mono_per_neuron", "loss"), ("n_dead", "diverged"), "mono_per_feature"),
+               "tms_relu": (("dims_per_feature", "loss"), ("n_represented", "diverged"), "dims_per_feature"),
+               "tms_hidden": (("mono_per_neuron", "dims_per_feature", "loss"), ("diverged",), "mono_per_neuron"),
+               "power": (("gain", "loss"), ("diverged",), "gain")}
+HEADLINES = {"mono_per_feature": "#mono/#features", "mono_per_neuron": "#mono/#neurons",
+             "dims_per_feature": "D* = m/‖W‖²_F", "gain": "gain L̃"}
+SWEEP_FIELDS = ["point", "seed", "series", "order", "x", "y", "parameter", "metric"]
+
+
+def sweep_rows(study, instances, rows: list[dict], headline: str) -> list[dict]:
+    """The sweep plot's data (`dvc plots`): every trained instance's headline against the value of the sweep
+    axis with the most values, `order` ranking those values, the other swept values naming its series."""
+    axes = study.axes()
+    sizes = [len(values) for values in study.sweep.values()]
+    keys = axes[sizes.index(max(sizes))] if axes else []  # a zipped axis is drawn against its first parameter
+    xs = [inst.point[keys[0]] if keys else "base" for inst in instances]
+    order = list(dict.fromkeys(xs))
+    if all(isinstance(x, (int, float)) for x in order):
+        order.sort()
+    out = []
+    for inst, row, x in zip(instances, rows, xs):
+        if row["diverged_at"] is None and row[headline] == row[headline]:
+            others = [f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                      for k, v in inst.point.items() if k not in keys]
+            out.append({"point": inst.point_label, "seed": inst.seed, "series": ",".join(others) or "all",
+                        "order": order.index(x), "x": x, "y": row[headline],
+                        "parameter": " + ".join(keys) or "(no sweep)", "metric": HEADLINES[headline]})
+    return out
 
 
 def jermyn_values(model, world, eval_x, eval_target, states, members, instances) -> dict:
@@ -36,23 +66,6 @@ def jermyn_values(model, world, eval_x, eval_target, states, members, instances)
     # Eval-time noise at each model's own training σ; the same draw for every model of the study.
     sigma = torch.tensor([instances[i].train.noise_std for i in members])
     return values | noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
-
-
-def summarise(rows: list[dict], keys: tuple[str, ...] = SUMMARISED) -> dict[str, dict[str, float]]:
-    """Mean and spread over the seeds of each sweep point (diverged instances left out)."""
-    points: dict[str, list[dict]] = {}
-    for row in rows:
-        points.setdefault(row["point"], []).append(row)
-    out = {}
-    for point, members in points.items():
-        ok = [r for r in members if r["diverged_at"] is None]
-        stats: dict[str, float] = {"seeds": len(ok), "diverged": len(members) - len(ok)}
-        for key in keys:
-            vals = [r[key] for r in ok if key in r and r[key] == r[key]]  # drop NaN (e.g. no mono neuron to average)
-            stats[key] = statistics.fmean(vals) if vals else float("nan")
-            stats[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else float("nan")
-        out[point] = stats
-    return out
 
 
 def main(name: str) -> None:
@@ -91,11 +104,14 @@ def main(name: str) -> None:
     out = result_dir(name)
     keys = TIED_SUMMARISED + tuple(k for k in rows[0] if k.startswith("gain_")) if tied else SUMMARISED
     points = summarise(rows, keys)
-    write_json(out / "metrics.json", {"study": name, "world": manifest["world"], "n_features": base_world.cfg.n_features,
-                                      "kind": instances[0].model.kind, "sweep": list(params.studies[name].sweep),
-                                      "points": points, "instances": {r["label"]: r for r in rows}}
+    kind = instances[0].model.kind
+    write_json(out / "measured.json", {"study": name, "world": manifest["world"], "n_features": base_world.cfg.n_features,
+                                       "kind": kind, "sweep": list(params.studies[name].sweep),
+                                       "points": points, "instances": {r["label"]: r for r in rows}}
                | ({"features": features} if tied else {}))
     write_csv(out / "instances.csv", rows)
+    write_json(out / "metrics.json", compact(points, *DVC_METRICS[kind]))
+    write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, DVC_METRICS[kind][2]), SWEEP_FIELDS)
 
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):

@@ -361,7 +361,7 @@ def main() -> None:
     shutil.rmtree(REPORTS / "figures", ignore_errors=True)
     (REPORTS / "figures").mkdir(parents=True)
     for name, study in params.studies.items():
-        metrics = read_json(result_dir(name) / "metrics.json")
+        metrics = read_json(result_dir(name) / "measured.json")
         manifest = read_json(model_dir(name) / "instances.json")
         studies[name] = metrics
         figures = sorted(p.name for p in (result_dir(name) / "interp").glob("*.png"))
@@ -389,7 +389,7 @@ def main() -> None:
     claims = evaluate(studies, interp)
     sae_sections = []
     for name, cfg in params.saes.items():
-        metrics = read_json(sae_dirs(name)[1] / "metrics.json")
+        metrics = read_json(sae_dirs(name)[1] / "measured.json")
         for fig in SAE_FIGURES:
             shutil.copyfile(sae_dirs(name)[1] / "figures" / fig, REPORTS / "figures" / f"sae-{name}-{fig}")
         claims += [with_verdict(c) for c in metrics["claims"]]  # an SAE stage older than the verdicts had none
@@ -421,8 +421,9 @@ def main() -> None:
                       *sae_sections])
     write_text(REPORTS / "report.md", text)
     write_explorer(params, claims, tracker)
-    held = sum(c["holds"] is True for c in claims)
-    print(f"report: {len(studies)} studies, {held}/{len(claims)} claims hold -> {REPORTS / 'report.md'}")
+    held = [c["id"] for c in claims if c["holds"] is True]
+    print(f"report: {len(studies)} studies, {len(held)}/{len(claims)} claims hold"
+          + (f" ({', '.join(held)})" if held else "") + f" -> {REPORTS / 'report.md'}")
 
 
 if __name__ == "__main__":

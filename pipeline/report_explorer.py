@@ -88,7 +88,7 @@ def sae_study_pages(name: str, cfg, instances: list, states: list) -> tuple[dict
     for r in rows:
         r["page"] = f"sae/{name}/{r['sae']}"
         pages[r["page"]] = sae_page(load_tensors(export / r["sae"] / "sae_weights.safetensors")["W_dec"], G)
-    metrics = read_json(out / "metrics.json")
+    metrics = read_json(out / "measured.json")
     entry = {"name": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer, "latents": cfg.latents,
              "true_l0": metrics["true_l0"], "rows": {"columns": list(rows[0]), "rows": [list(r.values()) for r in rows]}}
     return entry, pages

@@ -18,6 +18,7 @@ from monosem.plots_sae import sweep_panels, training_curves
 from monosem.sae import saelens_export
 from monosem.sae_eval import gated_claims, matched_l0_table, measure_saes
 from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
+from monosem.summary import compact, rounded, summarise
 from monosem.tracking import input_hash, lineage_tags
 
 TABLE_METRICS = ("explained_variance", "mcc", "f1", "recovered_at_0.9", "shrinkage_gamma", "magnitude_ratio",
@@ -30,6 +31,16 @@ def knob_name(arch: str) -> str:
 
 def label(arch: str, knob: float, seed: int) -> str:
     return f"{arch}-{knob_name(arch)}{knob:g}-seed{seed}"
+
+
+def dvc_metrics(rows: list[dict], table: list[dict], true_l0: float) -> dict:
+    """What DVC's tables show (summary.compact): per architecture and λ (or k), the seed mean and std of L0,
+    explained variance and MCC and the mean dead fraction; the headline MCC; each architecture's MCC at the
+    true L0."""
+    points = summarise([r | {"point": f"{r['architecture']}-{knob_name(r['architecture'])}{r['knob']:g}"} for r in rows],
+                       ("l0", "explained_variance", "mcc", "dead_fraction"))
+    out = compact(points, ("l0", "explained_variance", "mcc"), ("dead_fraction",), "mcc")
+    return out | {"mcc_at_true_l0": {r["architecture"]: rounded(r["mcc"]) for r in table if r["l0"] == true_l0}}
 
 
 def main(name: str) -> None:
@@ -100,10 +111,11 @@ def main(name: str) -> None:
         targets = [true_l0 * f for f in (0.5, 1, 2)]
         table = matched_l0_table(rows, targets, TABLE_METRICS)
         claims = gated_claims(name, rows)
-        write_json(out / "metrics.json", {"sae": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer,
-                                          "latents": cfg.latents, "true_l0": true_l0, "input_scale": source.scale,
-                                          "train_seconds": seconds, "matched_l0": table, "claims": claims,
-                                          "saes": {r["sae"]: r for r in rows}})
+        write_json(out / "measured.json", {"sae": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer,
+                                           "latents": cfg.latents, "true_l0": true_l0, "input_scale": source.scale,
+                                           "train_seconds": seconds, "matched_l0": table, "claims": claims,
+                                           "saes": {r["sae"]: r for r in rows}})
+        write_json(out / "metrics.json", dvc_metrics(rows, table, true_l0))
         write_csv(out / "saes.csv", rows)
         write_csv(out / "curves.csv", curves)
         shutil.rmtree(export, ignore_errors=True)

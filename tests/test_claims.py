@@ -14,7 +14,7 @@ from monosem.stats import FAILS, HOLDS, NOT_RUN, UNSURE
 
 
 def study(rows):
-    """metrics.json shape: instances by label, each with its sweep values, seed and metrics."""
+    """measured.json shape: instances by label, each with its sweep values, seed and metrics."""
     out = {}
     for r in rows:
         point = ",".join(f"{k.split('.')[-1]}={v:g}" for k, v in r.items() if k.startswith("sweep."))

@@ -155,7 +155,7 @@ def test_sae_pages_show_every_sae_and_one_saes_cosines_against_the_true_features
     assert js(browser, "document.querySelectorAll('#cosine .hm image').length") == 1
     pairs = rows(browser, "pairs")
     assert len(pairs) == 8 and all(-1 <= float(p[2]) <= 1 for p in pairs)
-    mcc = json.loads((repo / "results/saes/SAE1/metrics.json").read_text())["saes"]["gated-lambda0.01-seed0"]["mcc"]
+    mcc = json.loads((repo / "results/saes/SAE1/measured.json").read_text())["saes"]["gated-lambda0.01-seed0"]["mcc"]
     assert sum(abs(float(p[2])) for p in pairs) / 8 == pytest.approx(mcc, abs=2e-3)  # the MCC's own matching
     browser.save_screenshot(str(shots / "sae.png"))
 

@@ -1,9 +1,14 @@
 """End to end: real `dvc repro` on tiny params in a temp git repo, real MLflow store, real Lightning."""
 
+import csv
+import io
 import json
+import os
+import re
 
 import pytest
 import yaml
+import plots_page
 from e2e import ROOT, all_runs, client, make_repo, ran, sh, tiny
 
 pytestmark = pytest.mark.slow
@@ -13,7 +18,7 @@ pytestmark = pytest.mark.slow
 def repo(tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("e2e"), tiny())
     first = sh("dvc repro", repo)
-    return repo, first.stdout
+    return repo, first.stdout + first.stderr  # not a terminal: progress as lines
 
 
 def test_repro_produces_every_output(repo):
@@ -22,7 +27,7 @@ def test_repro_produces_every_output(repo):
         f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE", "K1")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
-        metrics = json.loads((repo / f"results/{study}/metrics.json").read_text())
+        metrics = json.loads((repo / f"results/{study}/measured.json").read_text())
         assert set(metrics["points"]) == {"lr=0.003", "lr=0.03"}
         assert len(metrics["instances"]) == 4
         assert all(-1 <= r["mono_scale_vs_frac_mono_spearman"] <= 1 for r in metrics["instances"].values()
@@ -43,13 +48,13 @@ def test_repro_produces_every_output(repo):
     assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
     assert "## The residual polysemantic neurons" in report and "ReLU(v)/ReLU(−v) pair" in report
     assert (repo / "reports/figures/LR5-decomposition.png").exists()
-    noise = json.loads((repo / "results/NOISE/metrics.json").read_text())["instances"]
+    noise = json.loads((repo / "results/NOISE/measured.json").read_text())["instances"]
     assert all((r["noise_change_poly"] is None) == (r["sweep.train.noise_std"] == 0) for r in noise.values()
                if r["n_poly"] > 0)
     assert (repo / "results/NOISE/interp/noise.png").stat().st_size > 10_000
     assert next(c for c in claims if c["id"] == "noise_bias_tracks_sigma")["holds"] in (True, False)
     assert "## Beyond the paper" in report and "figures/NOISE-noise.png" in report
-    widths = json.loads((repo / "results/K1/metrics.json").read_text())
+    widths = json.loads((repo / "results/K1/measured.json").read_text())
     assert list(widths["points"]) == ["neurons=8,batch_size=64,eps=0.125", "neurons=8,batch_size=64,eps=0.25",
                                       "neurons=16,batch_size=32,eps=0.125", "neurons=16,batch_size=32,eps=0.25"]
     weights = (repo / "models/K1/weights.safetensors")
@@ -91,6 +96,72 @@ def test_each_seed_has_its_own_embedder_and_measure_and_interpret_use_it(repo):
     assert summary["n_mono_at_0.999"] == int(count_mono(single_feature_activations(model, own.probes)))
 
 
+def test_dvc_metrics_hold_a_few_seed_statistics_per_sweep_point_and_the_headline(repo):
+    repo, _ = repo
+    lr3, measured = (json.loads((repo / f"results/LR3/{f}.json").read_text()) for f in ("metrics", "measured"))
+    points = {k: v for k, v in lr3.items() if k != "headline"}
+    assert list(points) == list(measured["points"])
+    for point, stats in points.items():
+        assert set(stats) == {"mono_per_feature", "mono_per_feature_std", "mono_per_neuron", "mono_per_neuron_std",
+                              "loss", "loss_std", "n_dead", "diverged"}
+        for key in stats:
+            assert stats[key] == pytest.approx(measured["points"][point][key], rel=1e-3)  # 4 significant digits
+    best = max(points, key=lambda p: points[p]["mono_per_feature"])
+    assert lr3["headline"] == {"metric": "mono_per_feature", "best": points[best]["mono_per_feature"], "at": best}
+    sae = json.loads((repo / "results/saes/SAE1/metrics.json").read_text())
+    assert list(sae) == ["headline", "relu-lambda0.01", "relu-lambda0.1", "gated-lambda0.01", "gated-lambda0.1",
+                         "topk-k1", "topk-k2", "mcc_at_true_l0"]
+    assert set(sae["topk-k2"]) == {"l0", "l0_std", "explained_variance", "explained_variance_std", "mcc", "mcc_std",
+                                   "dead_fraction"}
+    assert sae["headline"]["metric"] == "mcc" and set(sae["mcc_at_true_l0"]) <= {"relu", "gated", "topk"}
+    # instances.csv keeps every number of every instance (the explorer and pandas read it)
+    header = (repo / "results/LR3/instances.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["label", "point", "seed", "sweep.train.lr", "diverged_at"] and "mono_scale_mean" in header
+    shown = next(iter(json.loads(sh("dvc metrics show --json", repo).stdout).values()))["data"]  # the workspace
+    assert sum(len(list(_leaves(f["data"]))) for f in shown.values()) < 200  # every study and SAE study here
+
+
+def _leaves(d: dict, prefix=""):
+    """Flattened metric names, as DVC's tables name their columns."""
+    for k, v in d.items():
+        yield from _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+
+
+def test_the_sweep_plots_render_one_per_study_in_a_headless_browser(repo, tmp_path):
+    lacking = plots_page.missing()
+    if lacking:
+        if os.environ.get("MONOSEM_CI"):
+            pytest.fail(f"{lacking}: CI must render the DVC plots")
+        pytest.skip(lacking)
+    repo, _ = repo
+    sweep = list(csv.DictReader((repo / "results/K1/sweep.csv").open()))
+    assert len(sweep) == 8 and {k: sweep[0][k] for k in ("point", "seed", "series", "order", "x", "parameter")} == {
+        "point": "neurons=8,batch_size=64,eps=0.125", "seed": "0", "series": "eps=0.125", "order": "0", "x": "8",
+        "parameter": "model.neurons + train.batch_size"}
+    sh(f"dvc plots show -o {tmp_path / 'plots'}", repo)
+    page = tmp_path / "plots" / "index.html"
+    result = plots_page.render(page, tmp_path / "vega")
+    assert result["errors"] == [] and len(result["drawn"]) == page.read_text().count("vegaEmbed(")
+    titles = sorted(t for t in result["titles"] if " against " in t)
+    assert titles == ["K1: #mono/#features against model.neurons + train.batch_size",
+                      "LR1: #mono/#features against train.lr", "LR3: #mono/#features against train.lr",
+                      "LR5: #mono/#features against (no sweep)", "NOISE: #mono/#features against train.noise_std"]
+
+
+def test_stage_logs_off_a_terminal_have_progress_lines_and_no_advertisement_or_bar(repo):
+    _, out = repo
+    assert "💡" not in out and "litlogger" not in out and "LeafSpec" not in out
+    assert "\r" not in out and "it/s]" not in out  # no bar redrawn into the log
+    # A line per tenth of training passed (here a chunk of 16 steps is a quarter): 6 toy fits (K1 has two
+    # widths), 3 SAE architectures.
+    lines = re.findall(r"^  step (\d+)/64 \(\d+%\)  (loss|mse) [\d.e+-]+  (.*)$", out, re.M)
+    assert [s for s, _, _ in lines] == ["16", "32", "48", "64"] * 9
+    assert sum(name == "mse" for _, name, _ in lines) == 4 * 3
+    assert all(left.endswith("s left") for s, _, left in lines if s != "64")
+    assert all(left.startswith("done in ") for s, _, left in lines if s == "64")
+    assert re.search(r"^report: 5 studies, \d+/\d+ claims hold \([\w@, ]+\) -> reports/report.md$", out, re.M)
+
+
 def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
     repo, _ = repo
     c, _ = client(repo)
@@ -127,7 +198,7 @@ def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):
 
 def test_saes_train_on_a_model_layer_with_metrics_exports_runs_figures_and_claims(repo):
     repo, _ = repo
-    metrics = json.loads((repo / "results/saes/SAE1/metrics.json").read_text())
+    metrics = json.loads((repo / "results/saes/SAE1/measured.json").read_text())
     assert metrics["layer"] == "hidden" and len(metrics["saes"]) == 12 and metrics["input_scale"] > 0
     row = metrics["saes"]["gated-lambda0.01-seed1"]
     for key in ("l0", "explained_variance", "nmse", "dead_fraction", "shrinkage_gamma", "l2_ratio", "mmcs",
@@ -168,23 +239,26 @@ def test_editing_an_sae_study_reruns_only_it_and_the_report(repo):
     params["saes"]["SAE1"]["architectures"]["topk"] = [1, 3]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(sh("dvc repro", repo).stdout) == {"sae@SAE1", "report"}
-    assert "topk-k3-seed1" in json.loads((repo / "results/saes/SAE1/metrics.json").read_text())["saes"]
+    assert "topk-k3-seed1" in json.loads((repo / "results/saes/SAE1/measured.json").read_text())["saes"]
 
 
-def test_editing_one_study_reruns_only_that_study_and_the_report(repo):
+def test_an_experiment_on_one_study_reruns_it_alone_and_dvc_shows_only_its_change(repo):
     repo, _ = repo
     before = len(all_runs(repo))
     assert "up to date" in sh("dvc repro", repo).stdout  # nothing changed: nothing runs, no new runs
     assert len(all_runs(repo)) == before
-    lr1_metrics = (repo / "results/LR1/metrics.json").read_bytes()
+    lr1_metrics = (repo / "results/LR1/measured.json").read_bytes()
+    sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm baseline", repo)
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["studies"]["LR3"]["train"]["steps"] = 48
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = sh("dvc repro", repo).stdout
+    out = sh("dvc exp run -S studies.LR3.train.steps=48", repo).stdout
     assert ran(out) == {"train@LR3", "measure@LR3", "interpret@LR3", "report"}
-    assert (repo / "results/LR1/metrics.json").read_bytes() == lr1_metrics
+    assert (repo / "results/LR1/measured.json").read_bytes() == lr1_metrics
     assert len(all_runs(repo)) == before + 1 + 4 + 1  # a new parent, one run per LR3 instance, the report's run
+    diff = json.loads(sh("dvc metrics diff --json", repo).stdout)
+    assert list(diff) == ["results/LR3/metrics.json"] and "lr=0.03.loss" in diff["results/LR3/metrics.json"]
+    header = next(csv.reader(io.StringIO(sh("dvc exp show --only-changed --csv", repo).stdout)))
+    assert "studies.LR3.train.steps" in header and len(header) <= 40, header
+    assert not [c for c in header if any(other in c for other in ("LR1", "LR5", "NOISE", "K1", "SAE1"))], header
 
 
 def test_editing_a_world_reruns_it_and_only_the_studies_trained_on_it(repo):
@@ -203,7 +277,8 @@ def test_a_diverging_instance_is_flagged_and_every_stage_still_completes(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("dvc repro", repo)
     metrics = json.loads((repo / "results/LR1/metrics.json").read_text())
-    assert metrics["points"]["lr=1e+30"]["diverged"] == 2 and metrics["points"]["lr=0.003"]["diverged"] == 0
+    assert metrics["lr=1e+30"]["diverged"] == 2 and metrics["lr=0.003"]["diverged"] == 0
+    assert "lr=1e+30" not in (repo / "results/LR1/sweep.csv").read_text()  # nothing to plot
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())
     c, _ = client(repo)
     status = {e["label"]: c.get_run(e["run_id"]).info.status for e in manifest["instances"]}

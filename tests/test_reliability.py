@@ -31,13 +31,13 @@ def tiny_params(repo, edit=None):
 
 def test_same_params_and_seeds_give_bit_identical_metrics_and_a_new_seed_changes_them(repo):
     repo, _ = repo
-    first = (repo / "results/LR1/metrics.json").read_bytes()
+    first = (repo / "results/LR1/measured.json").read_bytes()
     sh("dvc repro -f -s train@LR1 && dvc repro -f -s measure@LR1", repo)  # trained and measured again
-    assert (repo / "results/LR1/metrics.json").read_bytes() == first
+    assert (repo / "results/LR1/measured.json").read_bytes() == first
     tiny_params(repo, lambda p: p["studies"]["LR1"].update(seeds=[0, 7]))
     sh("dvc repro measure@LR1", repo)
     before = json.loads(first)["instances"]
-    after = json.loads((repo / "results/LR1/metrics.json").read_text())["instances"]
+    after = json.loads((repo / "results/LR1/measured.json").read_text())["instances"]
     for lr in ("0.003", "0.03"):  # seed 0 keeps its numbers; seed 7 is not seed 1
         assert after[f"lr={lr},seed=0"]["loss"] == pytest.approx(before[f"lr={lr},seed=0"]["loss"], rel=1e-5)
         assert after[f"lr={lr},seed=7"]["loss"] != pytest.approx(before[f"lr={lr},seed=1"]["loss"], rel=1e-3)
@@ -47,7 +47,7 @@ def test_an_unreachable_tracking_server_fails_stages_fast_and_writes_nothing(rep
     repo, _ = repo  # LR1 trained and measured (by the test before, or the fixture)
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on the discard port
-    metrics = (repo / "results/LR1/metrics.json").read_bytes()
+    metrics = (repo / "results/LR1/measured.json").read_bytes()
     report = (repo / "reports/report.md").read_bytes()
     out = subprocess.run([sys.executable, "pipeline/report.py"], cwd=repo, env=env, capture_output=True, text=True,
                          timeout=300)
@@ -62,7 +62,7 @@ def test_an_unreachable_tracking_server_fails_stages_fast_and_writes_nothing(rep
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 1 and time.time() - start < 60, (stage, out.stderr[-2000:])
         assert out.stderr.strip().splitlines()[-1].startswith("error: tracking store http://127.0.0.1:9 "), stage
-    assert (repo / "results/LR1/metrics.json").read_bytes() == metrics  # untouched: the store is checked first
+    assert (repo / "results/LR1/measured.json").read_bytes() == metrics  # untouched: the store is checked first
     assert not (repo / "results/LR1/interp").exists() and not (repo / "models/LR1").exists()
     sh("dvc repro", repo)  # and it recovers (here from DVC's run cache)
     assert (repo / "models/LR1/instances.json").exists() and (repo / "results/LR1/interp/summary.json").exists()
@@ -172,7 +172,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_and_only_rank_0_logs(repo)
             if stage == "train":  # Lightning says how many processes it started
                 assert ("distributed_backend=gloo" in out.stdout + out.stderr) == (devices == 2)
         assert len(all_runs(repo)) == before + 1 + 4  # one parent, one run per instance: rank 0 alone
-        results[devices] = json.loads((repo / "results/LR1/metrics.json").read_text())["instances"]
+        results[devices] = json.loads((repo / "results/LR1/measured.json").read_text())["instances"]
     for label, one in results[1].items():
         two = results[2][label]
         for key in ("loss", "mono_per_feature", "mono_per_neuron", "bias_mean_live", "mono_scale_mean"):

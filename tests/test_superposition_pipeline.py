@@ -42,7 +42,7 @@ def test_tied_models_run_through_every_stage_with_their_metrics_figures_and_clai
     repo, out = repo
     assert ran(out) == {"generate@tiny_tms", "generate@tiny_gauss", "report"} | {
         f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in TINY["studies"]}
-    tms1 = json.loads((repo / "results/TMS1/metrics.json").read_text())
+    tms1 = json.loads((repo / "results/TMS1/measured.json").read_text())
     assert tms1["kind"] == "tms_relu" and set(tms1["points"]) == {"eps=1", "eps=0.3", "eps=0.1"}
     row = tms1["instances"]["eps=0.1,seed=0"]
     assert row["density"] == 0.1 and row["dims_per_feature"] == pytest.approx(2 / row["features_learned"])
@@ -52,9 +52,9 @@ def test_tied_models_run_through_every_stage_with_their_metrics_figures_and_clai
     for fig in ("matrices.png", "norms.png", "dims_per_feature.png", "feature_dims.png"):
         assert (repo / f"results/TMS1/interp/{fig}").stat().st_size > 10_000
     assert (repo / "results/TMS3/interp/neurons.png").exists()
-    tms3 = json.loads((repo / "results/TMS3/metrics.json").read_text())["instances"]
+    tms3 = json.loads((repo / "results/TMS3/measured.json").read_text())["instances"]
     assert all({"lecomte_poly", "weight_share_mean", "n_mono"} <= set(r) for r in tms3.values())
-    bounds = json.loads((repo / "results/BOUNDS/metrics.json").read_text())["instances"]
+    bounds = json.loads((repo / "results/BOUNDS/measured.json").read_text())["instances"]
     for r in bounds.values():
         assert r["gain_total"] == pytest.approx(r["density"] * 10)  # p·n·μ₂, Gaussian μ₂ = 1
         assert r["gain"] <= r["gain_total"] * 1.5
@@ -69,6 +69,13 @@ def test_tied_models_run_through_every_stage_with_their_metrics_figures_and_clai
     report = (repo / "reports/report.md").read_text()
     assert "## TMS1" in report and "figures/TMS1-matrices.png" in report and "figures/BOUNDS-bounds.png" in report
     assert "| TMS3 | tms | tms_hidden |" in report
+    # DVC's metrics: each kind's headline per density, the seed mean matching measured.json's
+    for study, headline, points in (("TMS1", "dims_per_feature", 3), ("TMS3", "mono_per_neuron", 2), ("BOUNDS", "gain", 5)):
+        dvc = json.loads((repo / f"results/{study}/metrics.json").read_text())
+        assert dvc["headline"]["metric"] == headline and len(dvc) == 1 + points
+        measured = json.loads((repo / f"results/{study}/measured.json").read_text())["points"]
+        assert all(s[headline] == pytest.approx(measured[p][headline], rel=1e-3) for p, s in dvc.items() if p != "headline")
+    assert (repo / "results/BOUNDS/sweep.csv").read_text().splitlines()[1].endswith(",data.eps,gain L̃")
 
 
 def test_every_tied_model_is_a_finished_mlflow_run_with_final_geometry(repo):

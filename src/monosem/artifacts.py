@@ -60,10 +60,10 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({err})") from None
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> None:
-    """Rows as a CSV table with a header from the first row's keys, written atomically."""
+def write_csv(path: str | Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Rows as a CSV table with a header of `fields` (default: the first row's keys), written atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 

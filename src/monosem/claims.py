@@ -67,7 +67,7 @@ def _missing(result: dict, studies: Studies, names: list[str]) -> dict | None:
 
 
 def _num(v) -> bool:
-    """A measured number: not null (NaN in metrics.json) and not NaN."""
+    """A measured number: not null (NaN in measured.json) and not NaN."""
     return v is not None and v == v
 
 

@@ -447,14 +447,21 @@ def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None
 
     `matmul_precision` "high" lets float32 matmuls use TF32 on GPUs that have it (training only: curve points
     and every metric are computed at full precision); `cuda_graphs` replays each step as a captured graph.
+    With `progress`: Lightning's bar on a terminal, else a line per tenth of training (monosem.progress).
     """
+    from .progress import ProgressLines, on_terminal, quiet_lightning
+
+    quiet_lightning()
     callbacks = list(callbacks or [])
-    if progress:
+    bar = progress and on_terminal()
+    if bar:
         callbacks.append(L.callbacks.TQDMProgressBar(refresh_rate=max(1, module.steps // STEPS_PER_BATCH // 50)))
+    elif progress:
+        callbacks.append(ProgressLines())
     module.use_cuda_graphs = cuda_graphs
     trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=devices,
                         strategy=strategy, num_nodes=num_nodes, use_distributed_sampler=False, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=bar,
                         callbacks=callbacks, num_sanity_val_steps=0, deterministic=accelerator == "cpu")
     with matmul_precision_of(matmul_precision):
         trainer.fit(module)

@@ -31,7 +31,7 @@ def gain_references(p: float, n: int, d: int, k: int, values: str) -> dict[str, 
 
 def gain_by_width(rows) -> dict[int, list[tuple[float, float, dict]]]:
     """Per hidden size d, in increasing density: (p, mean gain over seeds, one row's values) from measured rows
-    (`metrics.json` instances of a power study: `neurons`, `density`, `gain` and the `gain_*` references,
+    (`measured.json` instances of a power study: `neurons`, `density`, `gain` and the `gain_*` references,
     which depend on p and d only). Rows without a finite gain (diverged) are left out."""
     out: dict[int, dict[float, list[dict]]] = {}
     for r in rows:
