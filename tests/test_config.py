@@ -145,6 +145,17 @@ def test_paper_profile_has_the_papers_sizes_and_is_valid():
     assert (params.worlds[params.studies["TMS2"].world].n_features, params.studies["TMS2"].model.neurons) == (400, 30)
     bounds = params.studies["BOUNDS"]
     assert all(params.worlds[bounds.world].n_features > d ** 3 for d in bounds.sweep["model.neurons"])  # n > d^k
-    # The default profile keeps the paper's e-folds of bias decay, decay·lr·steps/2, for the bias-trick studies.
-    default = load_params(ROOT / "params.yaml").studies["LR3"].train
-    assert default.bias_decay * default.steps == pytest.approx(0.03 * 2**17)
+    # The default profile follows the scaling rule in params.yaml's header: the paper's per-step lr and T_max,
+    # every bias decay the paper's x 10, B·k = 2^16 for every decoder study, N·ε = 8 at the base density.
+    paper = params.studies
+    default = load_params(ROOT / "params.yaml")
+    for name, study in default.studies.items():
+        if study.model.kind != "jermyn" or name.startswith("CAL"):
+            continue
+        assert study.train.t_max == 512 and study.train.steps == 2**12
+        if name in paper and paper[name].train.bias_decay:
+            assert study.train.bias_decay == pytest.approx(10 * paper[name].train.bias_decay), name
+        for inst in study.instances():
+            assert inst.model.neurons * inst.train.batch_size == 2**16, name
+    world = default.worlds["uniform"]
+    assert world.n_features * world.eps == 8 and world.n_features == 4 * world.d_embed
