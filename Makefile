@@ -46,6 +46,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/peer.py
 	$(PY) benchmarks/sae_throughput.py
 
 # The MLflow UI over the project's own store, on loopback only; prints the runs table of the experiment.

@@ -39,8 +39,9 @@ def shapes() -> dict[str, tuple[World, Study]]:
     lr1 = params.studies["LR1"]
     regime = Study(world="w", model={"neurons": 256}, seeds=[0, 1, 2],
                    train={"steps": 4096, "batch_size": 1024, "lr": 0.01, "t_max": 512, "bias_offset": -1.0,
-                          "bias_decay": 0.293})
-    return {"default": (params.worlds[lr1.world], lr1),
+                          "bias_decay": 0.3})
+    shared = params.worlds[lr1.world].model_copy(update={"embedder": "shared"})  # one P: both loops see the same
+    return {"default": (shared, lr1),
             "regime": (World(n_features=128, d_embed=32, eps=1 / 16, n_eval=8192, seed=0), regime)}
 
 

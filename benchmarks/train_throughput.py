@@ -52,7 +52,7 @@ def shapes() -> dict[str, tuple[World, Study]]:
     lr1 = params.studies["LR1"]
     big = lambda k, B, seeds: Study(world="w", model={"neurons": k}, seeds=seeds,  # noqa: E731
                                     train={"steps": 4096, "batch_size": B, "lr": 0.01, "t_max": 512,
-                                           "bias_offset": -1.0, "bias_decay": 0.293})
+                                           "bias_offset": -1.0, "bias_decay": 0.3})
     return {"default": (params.worlds[lr1.world], lr1),
             "regime": (World(n_features=128, d_embed=32, eps=1 / 16, n_eval=1024, seed=0), big(256, 1024, [0, 1, 2])),
             "paper": (World(n_features=512, d_embed=64, eps=1 / 64, n_eval=1024, seed=0), big(1024, 8192, [0, 1]))}

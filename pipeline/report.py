@@ -1,12 +1,13 @@
 """report: reports/report.md with a table and the figures of every study, and reports/claims.json."""
 
+from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs  # first: it may hand the stage over
+
 import math
 import shutil
 import statistics
 
 import pandas as pd
 
-from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs
 from report_explorer import write_explorer
 
 from monosem import plots_regime, regime

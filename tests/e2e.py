@@ -41,9 +41,9 @@ def write_params(repo: Path, params: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def sh(cmd, cwd, check=True):
+def sh(cmd, cwd, check=True, env: dict | None = None):
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "DVC_NO_ANALYTICS": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+                        "DVC_NO_ANALYTICS": "true", "MLFLOW_DISABLE_TELEMETRY": "true"} | (env or {})
     for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
         env.pop(var, None)
     out = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True)
