@@ -77,7 +77,9 @@ def test_a_served_stage_does_not_import_torch_itself_and_relays_its_exit_status(
     assert alone.returncode == 2 and imported_torch(alone.stderr)  # the check can fail: on its own, it does
 
 
-def test_sigterm_to_a_served_stage_ends_its_work_and_its_runs(repos):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_to_a_served_stage_ends_its_work_and_its_runs(repos, sig):
+    """SIGTERM is passed on; a SIGKILLed stage process closes its connection and the server ends the fork."""
     _, served, _ = repos
     params = (served / "params.yaml").read_text()
     (served / "params.yaml").write_text(params.replace("steps: 64", "steps: 500000", 1))
@@ -90,10 +92,14 @@ def test_sigterm_to_a_served_stage_ends_its_work_and_its_runs(repos):
             time.sleep(0.5)
         time.sleep(2)  # training
         assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert proc.returncode == (128 + sig if sig == signal.SIGTERM else -sig), err[-2000:]
         new = [r for r in all_runs(served) if r.info.run_id not in known]
+        deadline = time.time() + 60  # a SIGKILLed stage: the fork ends after the server notices
+        while {r.info.status for r in new} != {"KILLED"} and time.time() < deadline:
+            time.sleep(0.5)
+            new = [r for r in all_runs(served) if r.info.run_id not in known]
         assert len(new) == 5 and {r.info.status for r in new} == {"KILLED"}
     finally:
         (served / "params.yaml").write_text(params)
