@@ -42,16 +42,24 @@ def enabled() -> bool:
     return os.environ.get("MONOSEM_STAGE_SERVER", "1") != "0" and hasattr(socket, "send_fds")
 
 
-def address() -> str:
-    """The socket of this checkout's server for this interpreter, library source and thread settings."""
+def address() -> str | None:
+    """The socket of this checkout's server for this interpreter, library source and thread settings; None
+    where there can be none (a temp folder that is not this user's alone, or a path too long for a socket)."""
     digest = hashlib.sha256(str(ROOT).encode() + sys.executable.encode())
     for path in sorted([*(ROOT / "src" / "monosem").rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED"):  # read once, when torch loads
         digest.update(f"{var}={os.environ.get(var)}".encode())
     folder = Path(tempfile.gettempdir()) / f"monosem-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    return str(folder / f"{digest.hexdigest()[:20]}.sock")
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:  # another user could listen there: no server
+        return None
+    path = str(folder / f"{digest.hexdigest()[:20]}.sock")
+    return path if len(path.encode()) < 100 else None  # AF_UNIX paths end at 108 bytes
 
 
 # --- the stage's side ------------------------------------------------------------------------------------
@@ -63,6 +71,8 @@ def hand_over() -> None:
     if not enabled():
         return
     path = address()
+    if path is None:
+        return
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -71,9 +81,13 @@ def hand_over() -> None:
         start_server(path)
         return
     request = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-    socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
-    reader = conn.makefile("r")
-    line = reader.readline()
+    try:
+        socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
+        reader = conn.makefile("r")
+        line = reader.readline()
+    except OSError:  # the server went away: run here
+        conn.close()
+        return
     if not line:  # the server went away before it forked: run here
         return
     child = int(json.loads(line)["pid"])
@@ -128,7 +142,11 @@ def serve(path: str) -> None:
             for key, _ in sel.select(timeout=0.2):
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
-                    pid = start(conn)
+                    try:
+                        pid = start(conn)
+                    except Exception:  # a request cut short or malformed: that stage runs on its own
+                        conn.close()
+                        pid = None
                     if pid:
                         running[pid] = conn
                         _SERVER_FDS.append(conn.fileno())
