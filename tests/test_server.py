@@ -105,15 +105,20 @@ def test_a_signal_to_a_served_stage_ends_its_work_and_its_runs(repos, sig):
         (served / "params.yaml").write_text(params)
 
 
-def test_no_server_where_another_user_could_listen_or_the_path_is_too_long(tmp_path, monkeypatch):
+def test_no_server_where_another_user_could_listen_or_the_path_is_too_long(monkeypatch):
+    import shutil
     import tempfile
 
     module = server_of(Path(__file__).resolve().parents[1])
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    assert module.address().startswith(str(tmp_path / f"monosem-{os.getuid()}"))  # ours alone: a server
-    (tmp_path / f"monosem-{os.getuid()}").chmod(0o777)
-    assert module.address() is None  # writable by others: none
-    long = tmp_path / ("x" * 90)
-    long.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(long))
-    assert module.address() is None  # beyond AF_UNIX's 108 bytes
+    short = Path(tempfile.mkdtemp(prefix="ms", dir="/tmp"))  # pytest's own folders can be too long for a socket
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(short))
+        assert module.address().startswith(str(short / f"monosem-{os.getuid()}"))  # ours alone: a server
+        (short / f"monosem-{os.getuid()}").chmod(0o777)
+        assert module.address() is None  # writable by others: none
+        long = short / ("x" * 90)
+        long.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(long))
+        assert module.address() is None  # beyond AF_UNIX's 108 bytes
+    finally:
+        shutil.rmtree(short)
