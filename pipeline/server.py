@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_SECONDS = 120
+STARTING_SECONDS = 60  # a server still importing after this long is taken for dead
 PRELOAD = ("torch", "numpy", "pandas", "matplotlib.pyplot", "lightning.pytorch", "safetensors.torch", "scipy.stats",
            "monosem.lit", "monosem.sae_lit", "monosem.plots", "monosem.plots_tms", "monosem.plots_sae",
            "monosem.interpret", "monosem.claims", "monosem.metrics", "monosem.tracking", "monosem.sae_eval",
@@ -106,10 +107,16 @@ def hand_over() -> None:
 
 
 def start_server(path: str) -> None:
-    """Start the server for the next stages, detached; this stage does not wait for it."""
+    """Start the server for the next stages, detached; this stage does not wait for it. One at a time: the
+    stages that run while it imports (a few seconds) find its marker and start none."""
+    marker = Path(path + ".starting")
     try:
+        if marker.exists() and time.time() - marker.stat().st_mtime < STARTING_SECONDS:
+            return
+        marker.unlink(missing_ok=True)  # one that never came up
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         Path(path).unlink(missing_ok=True)  # a server that died left its socket
-    except OSError:
+    except OSError:  # another stage is starting one
         return
     env = dict(os.environ, MONOSEM_STAGE_SERVER_SOCKET=path)
     subprocess.Popen([sys.executable, __file__], cwd=ROOT, env=env, start_new_session=True,
@@ -131,6 +138,8 @@ def serve(path: str) -> None:
         listener.bind(path)
     except OSError:  # another server is up
         return
+    finally:
+        Path(path + ".starting").unlink(missing_ok=True)
     listener.listen(16)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
