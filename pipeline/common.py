@@ -19,7 +19,8 @@ import server  # noqa: E402  (pipeline/server.py: standard library only)
 
 # A stage runs as a fork of the stage server when one is up (pipeline/server.py: the imports below are then
 # already done); this process then only waits for it. Otherwise it starts one for the next stages and runs here.
-STAGES = ("generate", "train", "measure", "interpret", "sae", "report", "validate")
+LOGGING = ("train", "measure", "interpret", "sae", "report", "validate")  # the stages with an MLflow worker
+STAGES = ("generate", *LOGGING)
 if Path(sys.argv[0]).stem in STAGES:
     server.hand_over()
 
@@ -29,7 +30,7 @@ def _start_worker() -> subprocess.Popen | None:
     cannot import before torch), so MLflow loads on the other core while this process imports torch.
     Its log: `monosem.tracking.log_file` of the repo root ($DVC_ROOT under DVC, whose queued experiments run in
     a temporary copy; else where the stage runs, the root)."""
-    if Path(sys.argv[0]).stem not in ("train", "measure", "interpret", "sae", "report", "validate"):
+    if Path(sys.argv[0]).stem not in LOGGING:
         return None
     log = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
     return subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(log)],
@@ -43,7 +44,6 @@ def forked() -> None:
     """In a stage forked by the stage server: what importing this module does for a stage (its own worker)."""
     global _WORKER
     _WORKER = _start_worker()
-    _TRACKERS.clear()
 
 
 import torch  # noqa: E402

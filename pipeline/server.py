@@ -14,7 +14,6 @@ minutes without a stage. MONOSEM_STAGE_SERVER=0 turns it off. Nothing here runs 
 
 from __future__ import annotations
 
-import array
 import hashlib
 import json
 import os

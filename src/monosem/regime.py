@@ -19,6 +19,7 @@ import statistics
 
 from .stats import bootstrap_ci
 
+
 def _value(row: dict, key: str, default: float) -> float:
     v = row.get(f"sweep.train.{key}")
     return default if v in (None, "") else float(v)
@@ -47,7 +48,7 @@ def cells(rows: list[dict], lr: float, steps: int, batch: int, size: str) -> lis
             if not deltas:
                 continue
             lo, hi = bootstrap_ci(deltas)
-            out.append({"size": size, "steps": S, "batch": B, "decay": d, "seeds": len(seeds),
+            out.append({"size": size, "steps": S, "batch": B, "seeds": len(seeds),
                         "mono_trick": statistics.fmean(float(trick[s]["mono_per_feature"]) for s in seeds),
                         "mono_plain": statistics.fmean(float(plain[s]["mono_per_feature"]) for s in seeds),
                         "delta": statistics.fmean(deltas), "delta_lo": lo, "delta_hi": hi,
