@@ -62,7 +62,8 @@ def main(name: str) -> None:
     study = params.studies[name]
     rt = params.runtime
     training = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes,
-                   "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs}
+                   "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs, "compile": rt.compile,
+                   "precision": rt.precision}
     ranks = rt.devices * rt.num_nodes
     instances = study.instances()
     for inst in instances:
