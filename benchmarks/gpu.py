@@ -1,5 +1,5 @@
 """The CUDA path on one GPU, in one command: is it correct, how fast is it at the paper's shapes, and what would
-`make repro PROFILE=paper` cost there. About 3 minutes on an H200-class GPU (limit: 8).
+`make repro PROFILE=paper` cost there. About 40 s on an H200 (limit: 8 minutes).
 
     python benchmarks/gpu.py [--out benchmarks/results] [--device cuda] [--scale 1.0]
 
@@ -86,25 +86,12 @@ def study(world: str, k: int, B: int, steps: int, t_max: int, sweep: dict, seeds
                  train={"steps": steps, "batch_size": B, "lr": 0.01, "t_max": t_max, "log_points": 16} | train)
 
 
-def train(world, instances, device: str, precision: str = "highest", graphs: bool = False, compiled: bool = False,
-          dtype: str = "32"):
+def train(world, instances, device: str, precision: str = "highest", graphs: bool = False):
     """(module, loop seconds): a study group trained by `fit` on `device`."""
     module, watch = ToyStudyModule(world, instances), Stopwatch(device)
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    fit(module, accelerator, [watch], progress=False, matmul_precision=precision, cuda_graphs=graphs,
-        compile=compiled, precision=dtype)
+    fit(module, accelerator, [watch], progress=False, matmul_precision=precision, cuda_graphs=graphs)
     return module, watch.seconds
-
-
-# (label, matmul_precision, runtime.precision, CUDA graphs, torch.compile) of the GPU loops compared
-LOOPS = [("fp32, eager", "highest", "32", False, False), ("fp32, CUDA graph", "highest", "32", True, False),
-         ("fp32, compiled + graph", "highest", "32", True, True), ("tf32, eager", "high", "32", False, False),
-         ("tf32, CUDA graph", "high", "32", True, False), ("tf32, compiled + graph", "high", "32", True, True),
-         ("bf16-mixed, compiled + graph", "highest", "bf16-mixed", True, True)]
-
-
-def rate_key(label: str) -> str:
-    return label.split(",")[0].replace("-mixed", "")
 
 
 def metrics(module: ToyStudyModule, world) -> dict[str, list[float]]:
@@ -151,14 +138,13 @@ def section(name: str):
 
 
 def lockstep(world, instances, devices: tuple[str, str], steps: int, graphs: tuple[bool, bool] = (False, False),
-             feed: bool = True, compiled: tuple[bool, bool] = (False, False),
-             precisions: tuple[str, str] = ("32", "32")) -> dict[str, float]:
+             feed: bool = True) -> dict[str, float]:
     """Two modules trained step by step side by side; with `feed`, the second is fed the first's batches.
     Returns the largest |Δw| / max|w| per tensor."""
     mods = []
-    for device, graph, comp, prec in zip(devices, graphs, compiled, precisions):
+    for device, graph in zip(devices, graphs):
         m = ToyStudyModule(world, instances).to(device)
-        m.use_cuda_graphs, m.compile_step, m.precision = graph, comp, prec
+        m.use_cuda_graphs = graph
         m.configure_optimizers()
         m.on_train_start()
         mods.append(m)
@@ -193,12 +179,6 @@ def correctness(device: str, scale: float) -> None:
         if device.startswith("cuda"):
             rows.append(("GPU eager vs GPU CUDA graph, same generators",
                          lockstep(world, insts, (device, device), steps, graphs=(False, True), feed=False)))
-            rows.append(("GPU eager vs GPU compiled + CUDA graph, same generators",
-                         lockstep(world, insts, (device, device), steps, graphs=(False, True), feed=False,
-                                  compiled=(False, True))))
-            rows.append(("GPU fp32 vs bf16-mixed (compiled), same generators",
-                         lockstep(world, insts, (device, device), steps, graphs=(False, True), feed=False,
-                                  compiled=(False, True), precisions=("32", "bf16-mixed"))))
     say(f"After {steps} steps of 4 instances (N 64, m 16, k 128, B 128, bias trick, L1): max |Δw| / max |w|\n")
     say("| comparison | W1 | b1 | W2 |")
     say("|---|---|---|---|")
@@ -269,11 +249,10 @@ def step_flops(k: int, B: int, m: int, d_out: int) -> int:
     return 4 * B * k * m + 6 * B * k * d_out
 
 
-def matmuls_alone(device: str, n: int, B: int, m: int, k: int, d: int, precision: str, reps: int,
-                  dtype: torch.dtype = torch.float32) -> float:
+def matmuls_alone(device: str, n: int, B: int, m: int, k: int, d: int, precision: str, reps: int) -> float:
     """Seconds of the step's five matmuls alone (forward and backward of both layers, this layout)."""
-    x, W1, W2 = (torch.randn(s, device=device, dtype=dtype) for s in ((n, B, m), (n, k, m), (n, d, k)))
-    h, dy = torch.randn(n, B, k, device=device, dtype=dtype), torch.randn(n, B, d, device=device, dtype=dtype)
+    x, W1, W2 = (torch.randn(s, device=device) for s in ((n, B, m), (n, k, m), (n, d, k)))
+    h, dy = torch.randn(n, B, k, device=device), torch.randn(n, B, d, device=device)
     with matmul_precision_of(precision):
         for i in range(reps + 3):
             if i == 3:
@@ -295,24 +274,21 @@ def paper_shape(device: str, scale: float) -> None:
     insts = study("w", k, B, steps, 512, {"train.lr": [0.001, 0.003, 0.005, 0.007, 0.01, 0.03]}, [0]).instances()
     flops = len(insts) * step_flops(k, B, m, N)
     say(f"N {N}, m {m}, k {k}, B {B}, {len(insts)} instances, {steps} steps; {flops / 1e9:.0f} GFLOP per step\n")
-    say("| loop | step ms | matmuls alone ms | step / matmuls | TFLOP/s | vs matmul rate |")
-    say("|---|---|---|---|---|---|")
+    say("| precision | loop | step ms | matmuls alone ms | step / matmuls | TFLOP/s | vs matmul rate |")
+    say("|---|---|---|---|---|---|---|")
     NUMBERS["paper_shape"] = {}
-    alone = {"fp32": matmuls_alone(device, len(insts), B, m, k, N, "highest", reps=20),
-             "tf32": matmuls_alone(device, len(insts), B, m, k, N, "high", reps=20),
-             "bf16": matmuls_alone(device, len(insts), B, m, k, N, "highest", reps=20, dtype=torch.bfloat16)}
-    for label, prec, dtype, graphs, compiled in LOOPS:
-        if (graphs or compiled) and not device.startswith("cuda"):
-            continue
-        _, secs = train(world, insts, device, prec, graphs, compiled, dtype)
-        step = secs / steps
-        rate = flops / step
-        key = rate_key(label)
-        peak = NUMBERS.get("rates", {}).get(key, float("nan"))
-        NUMBERS["paper_shape"][label] = {"step_s": step, "matmuls_s": alone[key], "flops_per_s": rate,
-                                         "vs_peak": rate / peak}
-        say(f"| {label} | {step * 1e3:.2f} | {alone[key] * 1e3:.2f} | {step / alone[key]:.2f} | "
-            f"{rate / 1e12:.1f} | {rate / peak:.2f} |")
+    for label, prec in (("fp32", "highest"), ("tf32", "high")):
+        alone = matmuls_alone(device, len(insts), B, m, k, N, prec, reps=20)
+        for graphs in ((False, True) if device.startswith("cuda") else (False,)):
+            _, secs = train(world, insts, device, prec, graphs)
+            step = secs / steps
+            rate = flops / step
+            peak = NUMBERS.get("rates", {}).get(label, float("nan"))
+            loop = "CUDA graph" if graphs else "eager"
+            NUMBERS["paper_shape"][f"{label}/{loop}"] = {"step_s": step, "matmuls_s": alone, "flops_per_s": rate,
+                                                          "vs_peak": rate / peak}
+            say(f"| {label} | {loop} | {step * 1e3:.2f} | {alone * 1e3:.2f} | {step / alone:.2f} | "
+                f"{rate / 1e12:.1f} | {rate / peak:.2f} |")
 
 
 # --- (e) the default LR1 study end to end ------------------------------------------------------------------
@@ -326,15 +302,13 @@ def default_lr1(device: str, scale: float) -> None:
     st = st.model_copy(update={"train": st.train.model_copy(update={"steps": steps})})
     world = generate_world(params.worlds[st.world])
     rows = []
-    for loop, graphs, compiled in (("eager", False, False), ("CUDA graph", True, False),
-                                   ("compiled + graph", True, True)):
-        if graphs and not device.startswith("cuda"):
-            continue
+    for graphs in ((False, True) if device.startswith("cuda") else (False,)):
         t = time.perf_counter()
-        module, secs = train(world, st.instances(), device, graphs=graphs, compiled=compiled)
+        module, secs = train(world, st.instances(), device, graphs=graphs)
         values = by_point(module, metrics(module, world))
-        rows.append((loop, secs, time.perf_counter() - t, values))
-        NUMBERS.setdefault("lr1", {})[loop] = {"loop_s": secs, "step_s": secs / steps, "points": values}
+        rows.append(("CUDA graph" if graphs else "eager", secs, time.perf_counter() - t, values))
+        NUMBERS.setdefault("lr1", {})["graph" if graphs else "eager"] = {"loop_s": secs, "step_s": secs / steps,
+                                                                         "points": values}
     say(f"{len(st.instances())} instances, {steps} steps of batch {st.train.batch_size}\n")
     say("| loop | training loop s | step ms | train + measure s | " + " | ".join(
         f"{p}: #mono/#features, loss" for p in rows[0][3]) + " |")
@@ -354,10 +328,11 @@ def projection(device: str, scale: float) -> None:
     params = load_params(ROOT / "profiles" / "paper.yaml")
     shapes = NUMBERS.get("paper_shape", {})
     floors = NUMBERS.get("lr1", {})
-    for label, *_ in LOOPS:
-        floor_key = label.split(", ")[1]
-        if label in shapes and floor_key in floors:
-            rate, floor = shapes[label]["flops_per_s"], floors[floor_key]["step_s"]
+    for label in ("fp32", "tf32"):
+        for loop, floor_key in (("eager", "eager"), ("CUDA graph", "graph")):
+            if f"{label}/{loop}" not in shapes or floor_key not in floors:
+                continue
+            rate, floor = shapes[f"{label}/{loop}"]["flops_per_s"], floors[floor_key]["step_s"]
             total = flops_all = 0.0
             for name, s in params.studies.items():
                 w = params.worlds[s.world]
@@ -374,8 +349,8 @@ def projection(device: str, scale: float) -> None:
                         f = len(members) * step_flops(k, B, w.d_embed, d_out)
                     flops_all += f * steps
                     total += steps * max(f / rate, floor)
-            NUMBERS.setdefault("projection", {})[label] = {"hours": total / 3600, "flop": flops_all}
-            say(f"- {label}: {flops_all:.2e} FLOP in {total / 3600:.2f} h of training loops "
+            NUMBERS.setdefault("projection", {})[f"{label}/{loop}"] = {"hours": total / 3600, "flop": flops_all}
+            say(f"- {label}, {loop}: {flops_all:.2e} FLOP in {total / 3600:.2f} h of training loops "
                 f"(rate {rate / 1e12:.1f} TFLOP/s from (c), per-step floor {floor * 1e3:.2f} ms from (e))")
     say("\nTraining loops only: measure, interpret and the SAE stages, and each stage's start-up, come on top.")
 
@@ -393,10 +368,8 @@ def precision(device: str, scale: float) -> None:
         "0.293) vs none; 3 seeds; metrics in fp32\n")
     say("| matmuls | point | #mono/#features | eval loss |")
     say("|---|---|---|---|")
-    for label, prec, dtype, graphs, compiled in (LOOPS[0], LOOPS[3], LOOPS[5], LOOPS[6]):
-        if (graphs or compiled) and not device.startswith("cuda"):
-            continue
-        module, _ = train(world, trick.instances(), device, prec, graphs, compiled, dtype)
+    for label, prec in (("fp32", "highest"), ("tf32", "high")):
+        module, _ = train(world, trick.instances(), device, prec)
         values = by_point(module, metrics(module, world))
         NUMBERS.setdefault("precision", {})[label] = values
         for p, v in values.items():

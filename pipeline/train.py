@@ -62,8 +62,7 @@ def main(name: str) -> None:
     study = params.studies[name]
     rt = params.runtime
     training = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes,
-                   "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs, "compile": rt.compile,
-                   "precision": rt.precision}
+                   "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs}
     ranks = rt.devices * rt.num_nodes
     instances = study.instances()
     for inst in instances:

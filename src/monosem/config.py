@@ -240,11 +240,6 @@ class Runtime(_Strict):
                                        "are always computed in fp32)")
     cuda_graphs: bool = Field(default=False, description="replay each training step as one captured CUDA graph "
                                                          "(GPU, one process, the paper's decoder)")
-    compile: bool = Field(default=False, description="fuse the training step's elementwise work with torch.compile "
-                                                     "(the paper's decoder; pays on a GPU)")
-    precision: Literal["32", "bf16-mixed"] = Field(
-        default="32", description="training: 32 = float32; bf16-mixed = the step's matmuls in bf16 (weights, "
-                                  "optimiser and every metric stay float32)")
 
 
 class Params(_Strict):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from .config import Instance
 from .interventions import inhibition_penalty, moving_threshold, phi
 from .metrics import count_mono, single_feature_activations
-from .models import ToyModels, build_models, l1_penalty, step_function, task_loss
+from .models import ToyModels, build_models, l1_penalty, task_loss
 from .optim import BatchedAdamW, BatchedLamb, bias_decay_factor, cosine_factor
 from .worlds import WorldData, derive_seed, features_from_uniforms
 
@@ -173,8 +173,7 @@ class ToyStudyModule(ChunkedSteps):
         self.start_step = self.done = 0  # steps done before this fit (a resumed run), and done so far
         self.rank, self.ranks = 0, 1  # this process's rank among the data-parallel ones (set when training)
         self._pending = None
-        self.use_cuda_graphs = self.compile_step = False  # set by `fit`
-        self.precision = "32"
+        self.use_cuda_graphs = False  # set by `fit`
         self.automatic_optimization = False
 
     def configure_optimizers(self):
@@ -192,9 +191,6 @@ class ToyStudyModule(ChunkedSteps):
         # The paper's decoder on one process backpropagates by hand (ToyModels.loss_and_grads); DDP needs
         # autograd's hooks, and the inhibition penalty and the tied models use autograd.
         self.by_hand = isinstance(self.model, ToyModels) and not self.use_inhibit and self.ranks == 1
-        mm_dtype = torch.bfloat16 if self.precision == "bf16-mixed" else None
-        self.model.step_fn = (step_function(self.model.activation, mm_dtype, self.compile_step)
-                              if self.by_hand and (mm_dtype or self.compile_step) else None)
         self.graphs = None
         if self.use_cuda_graphs and self.by_hand and self.device.type == "cuda" and self.optimizer_name == "lamb":
             self.graphs, self._side_stream = {}, torch.cuda.Stream(self.device)
@@ -277,8 +273,7 @@ class ToyStudyModule(ChunkedSteps):
             if track:
                 self._track_activations(h)
         else:
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16-mixed"):
-                loss, task = self.loss(x, target, track)
+            loss, task = self.loss(x, target, track)
             self.optimizer.zero_grad()
             if self._trainer is not None:  # Lightning's backward: DDP's gradient hooks run through it
                 self.manual_backward(loss)
@@ -447,13 +442,11 @@ class Checkpointer(L.Callback):
 
 def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None = None, progress: bool = True,
         devices: int = 1, strategy: str = "auto", num_nodes: int = 1, matmul_precision: str = "highest",
-        cuda_graphs: bool = False, compile: bool = False, precision: str = "32") -> None:
+        cuda_graphs: bool = False) -> None:
     """Train a study's module. Subnormal floats are flushed to zero from `import monosem` on (see there).
 
     `matmul_precision` "high" lets float32 matmuls use TF32 on GPUs that have it (training only: curve points
-    and every metric are computed at full precision); `cuda_graphs` replays each step as a captured graph;
-    `compile` fuses the paper decoder's step with torch.compile; `precision` "bf16-mixed" takes the step's
-    matmuls in bf16 (weights, optimiser, curves and metrics stay float32).
+    and every metric are computed at full precision); `cuda_graphs` replays each step as a captured graph.
     With `progress`: Lightning's bar on a terminal, else a line per tenth of training (monosem.progress).
     """
     from .progress import ProgressLines, on_terminal, quiet_lightning
@@ -465,7 +458,7 @@ def fit(module: ToyStudyModule, accelerator: str = "cpu", callbacks: list | None
         callbacks.append(L.callbacks.TQDMProgressBar(refresh_rate=max(1, module.steps // STEPS_PER_BATCH // 50)))
     elif progress:
         callbacks.append(ProgressLines())
-    module.use_cuda_graphs, module.compile_step, module.precision = cuda_graphs, compile, precision
+    module.use_cuda_graphs = cuda_graphs
     trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=devices,
                         strategy=strategy, num_nodes=num_nodes, use_distributed_sampler=False, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=bar,

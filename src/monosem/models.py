@@ -29,7 +29,6 @@ class ToyModels(nn.Module):
     """`n_inst` copies of Linear(m, k) → act → Linear(k, d_out, bias=False)."""
 
     privileged = True  # the hidden units are neurons (an activation applied per unit)
-    step_fn = None  # when set (lit.fused_step: torch.compile and/or bf16 matmuls), loss_and_grads calls it
 
     def __init__(self, n_inst: int, d_in: int, n_neurons: int, d_out: int, activation: str = "relu"):
         super().__init__()
@@ -83,11 +82,6 @@ class ToyModels(nn.Module):
         activation and its derivative, the residual and the bias gradient, with the 2/B folded into the
         matmuls' scale.
         """
-        if self.step_fn is not None:
-            task, h, *grads = self.step_fn(x, target, self.W1, self.b1, self.W2, l1, l1_out)
-            for p, grad in zip((self.W1, self.b1, self.W2), grads):
-                p.grad = grad
-            return task, h
         B = x.shape[1]
         pre = torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2))  # (inst, B, k)
         relu = self.activation == "relu"
@@ -129,56 +123,6 @@ class ToyModels(nn.Module):
             for name in ("W1", "b1", "W2"):
                 getattr(model, name).copy_(torch.stack([s[name] for s in states]))
         return model
-
-
-def fused_loss_and_grads(x: Tensor, target: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, l1: Tensor | None,
-                         l1_out: Tensor | None, activation: str = "relu",
-                         mm_dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
-    """`ToyModels.loss_and_grads`' math written out of place, for torch.compile to fuse its elementwise work
-    (on a GPU the step is bound by memory traffic outside the matmuls): (task, h, dW1, db1, dW2).
-
-    With `mm_dtype` (bf16) the five matmuls take operands in that dtype and return float32 (the accumulation
-    is float32 in either case); weights, activations, the residual and the gradients stay float32.
-    """
-    def mm(a: Tensor, b: Tensor) -> Tensor:
-        return torch.bmm(a, b) if mm_dtype is None else torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).float()
-
-    B = x.shape[1]
-    pre = mm(x, W1.transpose(1, 2)) + b1.unsqueeze(1)
-    h = ACTIVATIONS[activation](pre)
-    y = mm(h, W2.transpose(1, 2))
-    g = y - target
-    task = g.square().sum(-1).mean(-1)
-    if l1_out is not None:
-        g = g + y.sign() * (l1_out / 2)[:, None, None]
-    alpha = 2 / B
-    dW2 = mm(g.transpose(1, 2), h) * alpha
-    dh = mm(g, W2)
-    if l1 is not None:
-        c = (l1 / 2)[:, None, None]
-        dh = dh + (c if activation == "relu" else h.sign() * c)
-    if activation == "relu":
-        dpre = torch.where(h > 0, dh, 0.0)
-    elif activation == "gelu":
-        dpre = torch.ops.aten.gelu_backward(dh, pre)
-    else:  # solu
-        dpre = dh * pre.exp() * (pre + 1)
-    return task, h, mm(dpre.transpose(1, 2), x) * alpha, dpre.sum(1) * alpha, dW2
-
-
-def step_function(activation: str, mm_dtype: torch.dtype | None = None, compiled: bool = False):
-    """`ToyModels.step_fn` for one module: `fused_loss_and_grads`, optionally under torch.compile (one graph
-    per shape group: the recompile limit is raised so that a stage's many groups all compile)."""
-    def step(x, target, W1, b1, W2, l1, l1_out):
-        return fused_loss_and_grads(x, target, W1, b1, W2, l1, l1_out, activation, mm_dtype)
-
-    if not compiled:
-        return step
-    config = torch._dynamo.config
-    for limit in ("recompile_limit", "cache_size_limit"):
-        if hasattr(config, limit):
-            setattr(config, limit, max(getattr(config, limit), 256))
-    return torch.compile(step, dynamic=False)
 
 
 class TiedModels(nn.Module):
