@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import lightning.pytorch as L  # noqa: E402
 
 from monosem.config import Study, World, load_params  # noqa: E402
-from monosem.lit import ToyStudyModule, fit, matmul_precision_of  # noqa: E402
+from monosem.lit import ToyStudyModule  # noqa: E402
+from monosem.training import fit, matmul_precision_of  # noqa: E402
 from monosem.metrics import measure  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 

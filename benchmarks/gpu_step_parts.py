@@ -101,9 +101,9 @@ def shapes(small: bool):
 
 @section("(1) One module step, profiled (TF32 matmuls)")
 def profile_module(device, small):
-    import lightning  # noqa: F401  (the module imports it)
     from monosem.config import Study, World
-    from monosem.lit import ToyStudyModule, matmul_precision_of
+    from monosem.lit import ToyStudyModule
+    from monosem.training import matmul_precision_of
     from monosem.worlds import generate_world
 
     n, B, m, k, d = shapes(small)

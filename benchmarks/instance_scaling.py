@@ -28,7 +28,8 @@ def one(study_name: str, n: int, steps: int) -> dict:
     from train_throughput import Stopwatch  # the training loop alone, without Trainer start-up
 
     from monosem.config import load_params
-    from monosem.lit import ToyStudyModule, fit
+    from monosem.lit import ToyStudyModule
+    from monosem.training import fit
     from monosem.worlds import generate_world
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

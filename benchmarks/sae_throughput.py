@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import Stopwatch, matmul_flops  # noqa: E402
 
 from monosem.config import SaeTrain, World, load_params  # noqa: E402
-from monosem.lit import fit  # noqa: E402
+from monosem.training import fit  # noqa: E402
 from monosem.models import ToyModels  # noqa: E402
 from monosem.sae_lit import Activations, SAEStudyModule, eval_features  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402

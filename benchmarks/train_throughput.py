@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from monosem.config import Study, World, load_params  # noqa: E402
-from monosem.lit import ToyStudyModule, fit  # noqa: E402
+from monosem.lit import ToyStudyModule  # noqa: E402
+from monosem.training import fit  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from monosem.artifacts import load_world, save_tensors, write_csv, write_json
 from monosem.config import K_ARCHITECTURES
-from monosem.lit import CurveSink, fit
+from monosem.training import CurveSink, fit
 from monosem.models import models_from_states
 from monosem.plots_sae import sweep_panels, training_curves
 from monosem.sae import saelens_export

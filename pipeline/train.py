@@ -17,11 +17,11 @@ from monosem.tracking import input_hash, lineage_tags
 
 
 def lightning():
-    """monosem.lit, imported when first needed: Lightning's ~2 s of imports then overlap the MLflow worker
-    creating the study's runs."""
-    from monosem import lit
+    """monosem.lit and monosem.training, imported when first needed: Lightning's ~2 s of imports then overlap
+    the MLflow worker creating the study's runs."""
+    from monosem import lit, training
 
-    return lit
+    return lit, training
 
 
 def code_hash() -> str:
@@ -61,7 +61,7 @@ def main(name: str) -> None:
     params, _ = study_params(name)
     study = params.studies[name]
     rt = params.runtime
-    training = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes,
+    fit_args = {"devices": rt.devices, "strategy": rt.strategy, "num_nodes": rt.num_nodes,
                    "matmul_precision": rt.matmul_precision, "cuda_graphs": rt.cuda_graphs}
     ranks = rt.devices * rt.num_nodes
     instances = study.instances()
@@ -82,11 +82,11 @@ def main(name: str) -> None:
         return module
 
     if process_rank(rt.devices) != 0:  # another data-parallel process: it trains; rank 0 logs and writes
-        lit = lightning()
+        lit, loop = lightning()
         for gi in range(len(shapes)):
             module = module_for(gi)
             if module.start_step < module.steps:
-                lit.fit(module, rt.accelerator, progress=False, **training)
+                loop.fit(module, rt.accelerator, progress=False, **fit_args)
         return
     tracker = open_tracker(params.tracking.experiment)
     tags = lineage_tags(tracker.root) | {"monosem.study": name, "monosem.world": study.world}
@@ -103,7 +103,7 @@ def main(name: str) -> None:
          for i, inst in enumerate(instances)])
     run_ids: list[str] = []
     with tracker.closing(run_ids, runs):
-        lit = lightning()  # while the worker creates the runs
+        lit, loop = lightning()  # while the worker creates the runs
         parent, ids = runs.get()
         run_ids += [parent, *ids]
 
@@ -126,8 +126,8 @@ def main(name: str) -> None:
             if gi in resumed:
                 print(f"train@{name}: resumed at step {module.start_step} from its checkpoint", flush=True)
             if module.start_step < module.steps:
-                lit.fit(module, rt.accelerator, [lit.CurveSink(sink, params.tracking.flush_seconds)]
-                        + ([lit.Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **training)
+                loop.fit(module, rt.accelerator, [loop.CurveSink(sink, params.tracking.flush_seconds)]
+                        + ([loop.Checkpointer(rt.checkpoint_every, save)] if rt.checkpoint_every else []), **fit_args)
             else:  # the checkpoint is the end of this group's training
                 sink(module.curves.steps, [module.curves.row(r) for r in range(len(module.curves.steps))])
             if rt.checkpoint_every:  # a later group's interruption does not repeat this one

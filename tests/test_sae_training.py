@@ -8,7 +8,7 @@ import torch
 
 from monosem.config import SaeTrain, parse_params
 from monosem.errors import ParamsError
-from monosem.lit import fit
+from monosem.training import fit
 from monosem.models import ToyModels
 from monosem.sae import ARCHITECTURES, build_sae, saelens_export
 from monosem.sae_eval import at_l0, gated_claims, matched_l0_table, measure_saes, splice_losses

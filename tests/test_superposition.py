@@ -240,7 +240,8 @@ def test_gain_claims_hold_for_a_gain_on_the_lower_order_curve_and_fail_for_a_str
 def test_a_tied_model_with_adamw_resumes_from_a_checkpoint_bit_identical(tmp_path):
     from monosem.artifacts import load_tensors, save_tensors
     from monosem.config import Study
-    from monosem.lit import ToyStudyModule, fit
+    from monosem.lit import ToyStudyModule
+    from monosem.training import fit
 
     world = generate_world(World(n_features=6, d_embed=6, eps=1.0, task="tms", n_eval=64))
     study = Study(world="w", model={"kind": "tms_relu", "neurons": 2}, seeds=[0], sweep={"data.eps": [1.0, 0.2]},

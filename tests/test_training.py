@@ -8,7 +8,8 @@ import torch_optimizer
 from torch import nn
 
 from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World
-from monosem.lit import ToyStudyModule, fit, log_steps
+from monosem.lit import ToyStudyModule
+from monosem.training import fit, log_steps
 from monosem.models import ToyModels, l1_penalty, task_loss
 from monosem.optim import BatchedLamb, cosine_factor, decay_bias
 from monosem.worlds import derive_seed, generate_world
@@ -242,7 +243,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_
     partial loss average, curve points, and the data and noise generators."""
     import lightning.pytorch as L
 
-    from monosem.lit import Checkpointer
+    from monosem.training import Checkpointer
 
     world = generate_world(WORLD)
     insts = [instance(seed=0, steps=96, noise_std=0.1, inhibit=0.05), instance(seed=1, steps=96, lr=0.02)]

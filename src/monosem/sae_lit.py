@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .config import K_ARCHITECTURES, SaeTrain
-from .lit import ChunkedSteps, Curves, log_steps
+from .training import ChunkedSteps, Curves, log_steps
 from .sae import TopKSAE, build_sae
 from .sae_eval import Activations  # noqa: F401  (its home is sae_eval: the report reads it without Lightning)
 from .worlds import WorldData, derive_seed, generator
