@@ -159,3 +159,33 @@ def test_paper_profile_has_the_papers_sizes_and_is_valid():
             assert inst.model.neurons * inst.train.batch_size == 2**16, name
     world = default.worlds["uniform"]
     assert world.n_features * world.eps == 8 and world.n_features == 4 * world.d_embed
+
+
+# Another valid value for every study knob: a knob added to DataCfg, ModelCfg or TrainCfg fails the test below
+# until it is listed here, so its kind (INSTANCE, GROUP or fixed) is a decision, not an accident.
+OTHER_VALUE = {"data.eps": 0.3, "model.kind": "tms_relu", "model.neurons": 9, "model.activation": "gelu",
+               "model.power": 5, "train.steps": 99, "train.batch_size": 7, "train.lr": 0.02, "train.t_max": 9,
+               "train.bias_offset": -1.0, "train.bias_decay": 0.5, "train.l1": 0.1, "train.l1_out": 0.1,
+               "train.noise_std": 0.1, "train.inhibit": 0.1, "train.inhibit_frac": 0.1, "train.log_points": 9,
+               "train.optimizer": "adamw", "train.weight_decay": 0.01}
+
+
+def test_every_knob_either_varies_within_a_batched_module_or_splits_the_group():
+    from monosem.config import GROUP, PER_INSTANCE, SECTIONS, SWEEPABLE, Instance, knobs
+
+    every = [f"{s}.{n}" for s, cls in SECTIONS.items() for n in cls.model_fields]
+    assert sorted(OTHER_VALUE) == sorted(every), "a new knob: list it in OTHER_VALUE and mark its kind"
+    assert set(SWEEPABLE) == set(PER_INSTANCE) | set(knobs(GROUP)) and "model.kind" not in SWEEPABLE
+    base = {"model": {"neurons": 4}, "train": {"steps": 10, "batch_size": 4, "lr": 0.01}}
+    for key, value in OTHER_VALUE.items():
+        section, name = key.split(".")
+        changed = copy.deepcopy(base)
+        changed.setdefault(section, {})[name] = value
+        if key == "train.weight_decay":  # AdamW's only
+            base_opt = copy.deepcopy(base)
+            base_opt["train"]["optimizer"] = changed["train"]["optimizer"] = "adamw"
+            a = Instance(point={}, seed=0, **base_opt)
+        else:
+            a = Instance(point={}, seed=0, **base)
+        b = Instance(point={}, seed=0, **changed)
+        assert (a.group_key == b.group_key) == (key in PER_INSTANCE), key

@@ -53,8 +53,14 @@ class World(_Strict):
         return self
 
 
+# Each study knob says, in its field's metadata, how it may vary: INSTANCE knobs may differ between instances
+# trained side by side in one batched module; GROUP knobs may be swept, and instances that differ in one form
+# separate shape groups; unmarked knobs are fixed per study (and part of the group key too).
+INSTANCE, GROUP = {"knob": "instance"}, {"knob": "group"}
+
+
 class DataCfg(_Strict):
-    eps: float | None = Field(default=None, gt=0, le=1,
+    eps: float | None = Field(default=None, gt=0, le=1, json_schema_extra=INSTANCE,
                               description="feature density ε of this study's data; null: the world's")
 
 
@@ -67,9 +73,9 @@ class ModelCfg(_Strict):
     kind: Literal["jermyn", "tms_relu", "tms_hidden", "power"] = Field(
         default="jermyn", description="jermyn: act(W1 x + b1) then W2; tms_relu: ReLU(WᵀWx + b); "
                                       "tms_hidden: ReLU(Wᵀ ReLU(Wx) + b); power: (WᵀWx)^power")
-    neurons: int = Field(ge=1, description="k, the width of the hidden layer (m in the TMS models)")
-    activation: Literal["relu", "gelu", "solu"] = "relu"
-    power: int = Field(default=3, ge=1, le=15, description="odd exponent k of the power model")
+    neurons: int = Field(ge=1, json_schema_extra=GROUP, description="k, the width of the hidden layer (m in the TMS models)")
+    activation: Literal["relu", "gelu", "solu"] = Field(default="relu", json_schema_extra=GROUP)
+    power: int = Field(default=3, ge=1, le=15, json_schema_extra=GROUP, description="odd exponent k of the power model")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ModelCfg:
@@ -81,21 +87,27 @@ class ModelCfg(_Strict):
 
 
 class TrainCfg(_Strict):
-    steps: int = Field(ge=2)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    t_max: int = Field(default=512, ge=1, description="cosine half-period, stepped every iteration")
-    bias_offset: float = Field(default=0.0, ge=-100, le=100)
-    bias_decay: float = Field(default=0.0, ge=0)
-    l1: float = Field(default=0.0, ge=0, description="coefficient of the L1 penalty on hidden activations")
-    l1_out: float = Field(default=0.0, ge=0, description="coefficient of the L1 penalty on output activations")
-    noise_std: float = Field(default=0.0, ge=0, description="σ of Gaussian noise added to x during training")
-    inhibit: float = Field(default=0.0, ge=0, description="coefficient of the L2E inhibition of monosemantic neurons")
-    inhibit_frac: float = Field(default=0.02, gt=0, lt=1, description="share of (sample, neuron) pairs inhibited")
-    log_points: int = Field(default=100, ge=1, description="curve points besides the powers of two")
+    steps: int = Field(ge=2, json_schema_extra=GROUP)
+    batch_size: int = Field(ge=1, json_schema_extra=GROUP)
+    lr: float = Field(gt=0, json_schema_extra=INSTANCE)
+    t_max: int = Field(default=512, ge=1, json_schema_extra=GROUP, description="cosine half-period, stepped every iteration")
+    bias_offset: float = Field(default=0.0, ge=-100, le=100, json_schema_extra=INSTANCE)
+    bias_decay: float = Field(default=0.0, ge=0, json_schema_extra=INSTANCE)
+    l1: float = Field(default=0.0, ge=0, json_schema_extra=INSTANCE,
+                      description="coefficient of the L1 penalty on hidden activations")
+    l1_out: float = Field(default=0.0, ge=0, json_schema_extra=INSTANCE,
+                          description="coefficient of the L1 penalty on output activations")
+    noise_std: float = Field(default=0.0, ge=0, json_schema_extra=INSTANCE,
+                             description="σ of Gaussian noise added to x during training")
+    inhibit: float = Field(default=0.0, ge=0, json_schema_extra=INSTANCE,
+                           description="coefficient of the L2E inhibition of monosemantic neurons")
+    inhibit_frac: float = Field(default=0.02, gt=0, lt=1, json_schema_extra=INSTANCE,
+                                description="share of (sample, neuron) pairs inhibited")
+    log_points: int = Field(default=100, ge=1, json_schema_extra=GROUP, description="curve points besides the powers of two")
     optimizer: Literal["lamb", "adamw"] = Field(
         default="lamb", description="lamb: the paper's, cosine schedule; adamw: TMS's, constant learning rate")
-    weight_decay: float = Field(default=0.0, ge=0, lt=1, description="AdamW's decoupled weight decay")
+    weight_decay: float = Field(default=0.0, ge=0, lt=1, json_schema_extra=INSTANCE,
+                                description="AdamW's decoupled weight decay")
 
     @model_validator(mode="after")
     def _decay_keeps_bias_sign(self) -> TrainCfg:
@@ -106,12 +118,17 @@ class TrainCfg(_Strict):
         return self
 
 
-# Parameters that may differ between instances trained side by side in one batched module.
-PER_INSTANCE = ("data.eps", "train.lr", "train.bias_offset", "train.bias_decay", "train.l1", "train.l1_out", "train.noise_std",
-                "train.inhibit", "train.inhibit_frac", "train.weight_decay")
-# Everything else that may be swept; instances that differ here form separate shape groups.
-SWEEPABLE = PER_INSTANCE + ("model.neurons", "model.activation", "model.power", "train.steps", "train.batch_size",
-                            "train.t_max", "train.log_points")
+SECTIONS = {"data": DataCfg, "model": ModelCfg, "train": TrainCfg}
+
+
+def knobs(kind: dict | None) -> tuple[str, ...]:
+    """The study knobs ("section.name") whose field metadata is `kind` (INSTANCE, GROUP; None: unmarked)."""
+    return tuple(f"{section}.{name}" for section, cls in SECTIONS.items() for name, f in cls.model_fields.items()
+                 if (f.json_schema_extra or None) == kind)
+
+
+PER_INSTANCE = knobs(INSTANCE)  # may differ between instances trained side by side in one batched module
+SWEEPABLE = PER_INSTANCE + knobs(GROUP)  # may be swept; instances that differ in a GROUP knob train apart
 
 
 def axis_keys(sweep_key: str) -> list[str]:
@@ -164,10 +181,10 @@ class Instance(_Strict):
 
     @property
     def group_key(self) -> tuple:
-        """Instances that agree on everything but the per-instance knobs (PER_INSTANCE, and the feature
-        density, drawn per instance from shared streams) train together."""
-        m, t = self.model, self.train
-        return (m.kind, m.neurons, m.activation, m.power, t.steps, t.batch_size, t.t_max, t.log_points, t.optimizer)
+        """Instances that agree on every knob but the per-instance ones (PER_INSTANCE: the feature density
+        is drawn per instance from shared streams) train together: the values of all the others, in order."""
+        return tuple(getattr(getattr(self, section), name) for section in ("model", "train")
+                     for name, f in SECTIONS[section].model_fields.items() if f.json_schema_extra != INSTANCE)
 
     @property
     def point_label(self) -> str:
