@@ -324,7 +324,7 @@ def default_lr1(device: str, scale: float) -> None:
 
 @section("(d) Projected training time of PROFILE=paper on this GPU")
 def projection(device: str, scale: float) -> None:
-    from monosem.config import TMS_KINDS
+    from monosem.families import family
 
     params = load_params(ROOT / "profiles" / "paper.yaml")
     shapes = NUMBERS.get("paper_shape", {})
@@ -344,7 +344,7 @@ def projection(device: str, scale: float) -> None:
                 for members in groups.values():
                     i0 = members[0]
                     k, B, steps = i0.model.neurons, i0.train.batch_size, i0.train.steps
-                    if i0.model.kind in TMS_KINDS:  # tied: x' = act(WᵀWx + b), three matmuls forward, six back
+                    if family(i0.model.kind).tied:  # tied: x' = act(WᵀWx + b), three matmuls forward, six back
                         f = len(members) * 18 * B * k * w.n_features
                     else:
                         f = len(members) * step_flops(k, B, w.d_embed, d_out)

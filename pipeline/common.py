@@ -51,6 +51,7 @@ import torch  # noqa: E402
 from monosem.artifacts import load_tensors, read_json  # noqa: E402
 from monosem.config import Instance, Params, load_params  # noqa: E402
 from monosem.errors import MonosemError, ParamsError  # noqa: E402
+from monosem.families import family  # noqa: E402
 from monosem.memory import available_host, estimates, refusal  # noqa: E402
 from monosem.tracking import Tracker  # noqa: E402
 from monosem.worlds import WorldData  # noqa: E402
@@ -138,10 +139,7 @@ def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, 
     shapes = {}
     for row in manifest["instances"]:
         k, n = row["instance"]["model"]["neurons"], world.cfg.n_features
-        if row["instance"]["model"].get("kind", "jermyn") == "jermyn":
-            weights = {"W1": (k, world.cfg.d_embed), "b1": (k,), "W2": (world.d_out, k)}
-        else:  # a tied model: W (m, n), output bias b (n,)
-            weights = {"W": (k, n), "b": (n,)}
+        weights = family(row["instance"]["model"].get("kind", "jermyn")).weight_shapes(k, n, world.cfg.d_embed, world.d_out)
         if world.cfg.embedder == "per_seed":  # the model's own embedders
             weights |= {"P": (world.cfg.d_embed, n)} | ({"Q": (world.cfg.d_embed, n)} if world.Q is not None else {})
         shapes[row["label"]] = weights | {"act_mean": (k,), "act_var": (k,)}

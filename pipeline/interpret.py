@@ -10,6 +10,7 @@ import torch
 
 from monosem import plots, plots_tms
 from monosem.artifacts import load_world, read_json, write_csv, write_json
+from monosem.families import family
 from monosem.interpret import analyse
 from monosem.models import ACTIVATIONS
 from monosem.theory import gain_by_width, gain_references
@@ -29,8 +30,9 @@ def main(name: str) -> None:
     metrics = read_json(result_dir(name) / "measured.json")
     out = result_dir(name) / "interp"
     tracker.check()  # an unusable store fails the stage before it writes anything
-    if instances[0].model.kind != "jermyn":
-        return interpret_tied(name, instances, manifest, states, metrics, world, tracker, out)
+    fam = family(instances[0].model.kind)
+    if fam.tied:
+        return interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
     n = world.cfg.n_features
 
     sfas = []
@@ -113,7 +115,7 @@ def main(name: str) -> None:
     print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
 
 
-def interpret_tied(name, instances, manifest, states, metrics, world, tracker, out) -> None:
+def interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out) -> None:
     """Tied models: a per-feature table for every model, and the study's superposition figures drawn from the
     lowest-loss seed of each sweep point (TMS' best-of-K restarts)."""
     rows = metrics["instances"]
@@ -134,20 +136,19 @@ def interpret_tied(name, instances, manifest, states, metrics, world, tracker, o
             if b is None or rows[inst.label]["loss"] < rows[instances[b].label]["loss"]:
                 best[inst.point_label] = j
     picks = sorted(best.values(), key=lambda j: (instances[j].model.neurons, -eps(instances[j])))
-    kind = instances[0].model.kind
     figures = []
-    if kind in ("tms_relu", "tms_hidden"):
+    if "matrices" in fam.figures:
         plots_tms.matrices([(eps(instances[j]), states[j]["W"].numpy(), states[j]["b"].numpy()) for j in picks],
                            f"{name}: WᵀW and b, lowest-loss seed per density", out / "matrices.png")
         plots_tms.norms([(eps(instances[j]), torch.tensor(metrics["features"][instances[j].label]["norm"]).numpy(),
                           torch.tensor(metrics["features"][instances[j].label]["superposition"]).numpy())
                          for j in picks], f"{name}: feature norms coloured by superposition", out / "norms.png")
         figures += ["matrices.png", "norms.png"]
-    if kind == "tms_hidden":
+    if "neurons" in fam.figures:
         plots_tms.neurons([(eps(instances[j]), states[j]["W"].numpy()) for j in picks],
                           f"{name}: neuron weights, lowest-loss seed per density", out / "neurons.png")
         figures.append("neurons.png")
-    if kind in ("tms_relu", "power"):
+    if "dims" in fam.figures:
         chosen = set(picks)
         plots_tms.dims_per_feature([(eps(inst), rows[inst.label]["dims_per_feature"], j in chosen)
                                     for j, inst in enumerate(instances) if rows[inst.label]["diverged_at"] is None],
@@ -158,7 +159,7 @@ def interpret_tied(name, instances, manifest, states, metrics, world, tracker, o
              for j in picks], [(eps(instances[j]), rows[instances[j].label]["dims_per_feature"]) for j in picks],
             f"{name}: feature dimensionality (lowest-loss seed per density)", out / "feature_dims.png")
         figures += ["dims_per_feature.png", "feature_dims.png"]
-    if kind == "power":
+    if "bounds" in fam.figures:
         plots_tms.gain_bounds(gain_series(rows, world, instances[0].model.power), instances[0].model.power,
                               f"{name}: gain over outputting 0 against the bounds", out / "bounds.png")
         figures.append("bounds.png")

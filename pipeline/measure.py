@@ -7,27 +7,12 @@ from common import (groups, instance_world, load_manifest, load_states, open_tra
 import torch
 
 from monosem.artifacts import load_world, write_csv, write_json
-from monosem.metrics import (frac_mono, measure, monosemantic_scale, noise_activation_change,
-                             single_feature_activations, spearman)
+from monosem.families import family
 from monosem.models import models_from_states
 from monosem.summary import compact, summarise
-from monosem.superposition import measure_tied
-from monosem.theory import gain_references
-from monosem.worlds import generator
 
-SUMMARISED = ("loss", "mono_per_feature", "mono_per_neuron", "features_covered", "mono_per_feature_at_0.99",
-              "mono_scale_vs_frac_mono_spearman", "n_dead", "bias_mean_mono",
-              "bias_mean_poly", "bias_mean_live", "n_bias_positive", "noise_change_mono", "noise_change_poly")
-# Tied models (TMS and the bounds' power model): what measure_tied gives, and the gain's reference lines.
-TIED_SUMMARISED = ("loss", "gain", "features_learned", "dims_per_feature", "sum_dimensionality", "n_represented",
-                   "mean_superposition", "bias_mean", "n_mono", "mono_per_neuron", "lecomte_poly", "weight_share_mean")
-
-# What `dvc metrics show` / `dvc exp show` get per sweep point (summary.compact): numbers with their seed
-# spread, numbers as the mean (or count) alone, and the headline, the metric the study's sweep plot shows.
-DVC_METRICS = {"jermyn": (("mono_per_feature", "mono_per_neuron", "loss"), ("n_dead", "diverged"), "mono_per_feature"),
-               "tms_relu": (("dims_per_feature", "loss"), ("n_represented", "diverged"), "dims_per_feature"),
-               "tms_hidden": (("mono_per_neuron", "dims_per_feature", "loss"), ("diverged",), "mono_per_neuron"),
-               "power": (("gain", "loss"), ("diverged",), "gain")}
+# What `dvc metrics show` / `dvc exp show` get per sweep point (summary.compact): each family's dvc_metrics
+# (numbers with their seed spread, numbers as the mean or count alone, and the headline its sweep plot shows).
 HEADLINES = {"mono_per_feature": "#mono/#features", "mono_per_neuron": "#mono/#neurons",
              "dims_per_feature": "D* = m/‖W‖²_F", "gain": "gain L̃"}
 SWEEP_FIELDS = ["point", "seed", "series", "order", "x", "y", "parameter", "metric"]
@@ -54,20 +39,6 @@ def sweep_rows(study, instances, rows: list[dict], headline: str) -> list[dict]:
     return out
 
 
-def jermyn_values(model, world, eval_x, eval_target, states, members, instances) -> dict:
-    """The paper's metrics, the monosemantic scale and the noise response of one density group."""
-    values = measure(model, world.probes, eval_x, eval_target)
-    h = model.hidden(eval_x.expand(len(members), *eval_x.shape))  # (inst, samples, k)
-    ms = torch.stack([monosemantic_scale(h[j], states[i]["act_mean"], states[i]["act_var"])
-                      for j, i in enumerate(members)])  # one instance at a time: bounded memory
-    fm = frac_mono(single_feature_activations(model, world.probes))
-    values["mono_scale_mean"] = ms.mean(-1)
-    values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
-    # Eval-time noise at each model's own training σ; the same draw for every model of the study.
-    sigma = torch.tensor([instances[i].train.noise_std for i in members])
-    return values | noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
-
-
 def main(name: str) -> None:
     params, _ = study_params(name)
     tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this measures
@@ -76,19 +47,14 @@ def main(name: str) -> None:
     states = load_states(name, manifest, base_world)
 
     rows, features = [None] * len(instances), {}
-    tied = instances[0].model.kind != "jermyn"
+    fam = family(instances[0].model.kind)
     for members in groups(instances, by_data=base_world):  # each density has its own eval set, each P its inputs
         world = instance_world(base_world.with_eps(instances[members[0]].data.eps), states[members[0]])
         eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
         cfg = instances[members[0]].model
         model = models_from_states([states[i] for i in members], cfg)
-        if not tied:
-            values = jermyn_values(model, world, eval_x, eval_target, states, members, instances)
-        else:
-            values, per_feature = measure_tied(model, eval_x, world.importance)
-            if cfg.kind == "power":  # the bounds' reference lines at this density and width
-                refs = gain_references(world.cfg.eps, world.cfg.n_features, cfg.neurons, cfg.power, world.cfg.values)
-                values |= {f"gain_{k}": torch.full((len(members),), v) for k, v in refs.items()}
+        values, per_feature = fam.measure(model, world, eval_x, eval_target, states, members, instances, cfg)
+        if per_feature is not None:
             for j, i in enumerate(members):
                 features[manifest["instances"][i]["label"]] = {k: v[j].tolist() for k, v in per_feature.items()}
         for j, i in enumerate(members):
@@ -96,22 +62,19 @@ def main(name: str) -> None:
             rows[i] = {"label": entry["label"], "point": instances[i].point_label, "seed": instances[i].seed,
                        **{f"sweep.{k}": v for k, v in instances[i].point.items()},
                        "diverged_at": entry["diverged_at"],
-                       **({"density": world.cfg.eps, "neurons": cfg.neurons} if tied else {}),
-                       **({"power": cfg.power} if cfg.kind == "power" else {}),
+                       **fam.row_extras(world, cfg),
                        **{k: v[j].item() for k, v in values.items()}}
 
     tracker.check()  # an unusable store fails the stage before it writes anything
     out = result_dir(name)
-    keys = TIED_SUMMARISED + tuple(k for k in rows[0] if k.startswith("gain_")) if tied else SUMMARISED
-    points = summarise(rows, keys)
-    kind = instances[0].model.kind
+    points = summarise(rows, fam.summarised(rows[0]))
     write_json(out / "measured.json", {"study": name, "world": manifest["world"], "n_features": base_world.cfg.n_features,
-                                       "kind": kind, "sweep": list(params.studies[name].sweep),
+                                       "kind": instances[0].model.kind, "sweep": list(params.studies[name].sweep),
                                        "points": points, "instances": {r["label"]: r for r in rows}}
-               | ({"features": features} if tied else {}))
+               | ({"features": features} if features else {}))
     write_csv(out / "instances.csv", rows)
-    write_json(out / "metrics.json", compact(points, *DVC_METRICS[kind]))
-    write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, DVC_METRICS[kind][2]), SWEEP_FIELDS)
+    write_json(out / "metrics.json", compact(points, *fam.dvc_metrics))
+    write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, fam.dvc_metrics[2]), SWEEP_FIELDS)
 
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):
@@ -121,7 +84,7 @@ def main(name: str) -> None:
                    and v == v}
         tracker.log_metrics(entry["run_id"], numeric, step=steps)
     for point, stats in points.items():
-        shown = ("dims_per_feature", "D*") if tied else ("mono_per_feature", "#mono/#features")
+        shown = fam.shown
         print(f"measure@{name}: {point:>24}  loss {stats['loss']:.4f} ± {stats['loss_std']:.4f}  "
               f"{shown[1]} {stats[shown[0]]:.3f} ± {stats[shown[0] + '_std']:.3f}")
 

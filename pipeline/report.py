@@ -13,26 +13,10 @@ from report_explorer import write_explorer
 from monosem import plots_regime, regime
 from monosem.artifacts import read_json, write_csv, write_json, write_text
 from monosem.claims import evaluate, with_verdict
+from monosem.families import family
 from monosem.stats import verdict
 from monosem.config import load_params
 from monosem.tracking import tracking_uri
-
-COLUMNS = [("loss", "eval loss", 4), ("mono_per_feature", "#mono/#features", 3),
-           ("mono_per_neuron", "#mono/#neurons", 3), ("features_covered", "features covered", 3),
-           ("mono_per_feature_at_0.99", "#mono/#features at 0.99", 3),
-           ("n_dead", "dead", 1), ("bias_mean_mono", "bias mono", 3), ("bias_mean_poly", "bias poly", 3),
-           ("bias_mean_live", "bias live", 3)]
-# Tied models (TMS and the bounds' power model).
-TIED_COLUMNS = [("loss", "eval loss", 4), ("features_learned", "‖W‖²_F", 2), ("dims_per_feature", "D* = m/‖W‖²_F", 3),
-                ("sum_dimensionality", "Σ D_i", 2), ("n_represented", "represented", 1),
-                ("mean_superposition", "superposition", 3), ("bias_mean", "mean b", 3)]
-NEURON_COLUMNS = [("mono_per_neuron", "#mono/#neurons", 3), ("lecomte_poly", "Lecomte poly", 1),
-                  ("weight_share_mean", "weight share", 3)]
-GAIN_COLUMNS = [("gain", "gain L̃", 4), ("gain_linear", "linear", 4), ("gain_unsuperposed", "unsuperposed", 4),
-                ("gain_total", "pnμ₂", 4)]
-# Shown only for studies that have them (models trained with input noise).
-NOISE_COLUMNS = [("noise_change_mono", "noise Δh/h mono", 3), ("noise_change_poly", "noise Δh/h poly", 3)]
-
 
 def _cell(stats: dict, key: str, digits: int) -> str:
     mean, std = stats.get(key), stats.get(f"{key}_std")
@@ -197,7 +181,7 @@ def studies_table(params) -> list[str]:
         w, t = params.worlds[st.world], st.train
         swept = {k for axis in st.axes() for k in axis}
         show = lambda key, value: "Var" if key in swept else f"{value:g}"  # noqa: E731
-        act = st.model.activation if st.model.kind == "jermyn" else st.model.kind
+        act = family(st.model.kind).act_label(st.model)
         rows.append(f"| {name} | {w.task} | {act} | {w.distribution} | "
                     f"{show('model.neurons', st.model.neurons)} | {show('data.eps', st.data.eps or w.eps)} | "
                     f"{show('train.lr', t.lr)} | {show('train.bias_decay', t.bias_decay)} | "
@@ -220,9 +204,9 @@ def training_peaks(curves: pd.DataFrame) -> dict[str, str]:
 
 def study_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
     noisy = any(s.get("noise_change_poly") is not None for s in metrics["points"].values())  # NaN is null in JSON
-    columns = COLUMNS + (NOISE_COLUMNS if noisy else [])
+    columns = family(study.model.kind).columns(noisy)
     lines = [f"## {name}", "",
-             f"World `{study.world}`; k = {study.model.neurons} {study.model.activation}; "
+             f"World `{study.world}`; {family(study.model.kind).describe(study.model)}; "
              f"{study.train.steps} steps of batch {study.train.batch_size}; lr {study.train.lr:g}, "
              f"bias offset {study.train.bias_offset:g}, bias decay {study.train.bias_decay:g}, L1 {study.train.l1:g}"
              + "".join(f", {k} {getattr(study.train, k):g}" for k in ("l1_out", "noise_std", "inhibit")
@@ -234,7 +218,7 @@ def study_section(name: str, study, metrics: dict, manifest: dict, figures: list
     peaks = training_peaks(pd.read_csv(model_dir(name) / "curves.csv"))
     for point, stats in metrics["points"].items():
         seeds = f"{stats['seeds']}" + (f" ({stats['diverged']} diverged)" if stats["diverged"] else "")
-        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns)
+        lines.append(f"| {point} | {seeds} | " + " | ".join(_cell(stats, m.key, m.digits) for m in columns)
                      + f" | {peaks.get(point, '–')} |")
     lines.append("")
     lines += [f"![{name} {fig}](figures/{name}-{fig})" for fig in figures]
@@ -244,16 +228,16 @@ def study_section(name: str, study, metrics: dict, manifest: dict, figures: list
 def tied_section(name: str, study, metrics: dict, manifest: dict, figures: list[str]) -> str:
     """A tied-model study: geometry per density (mean ± std over seeds), and its figures."""
     kind = study.model.kind
-    columns = TIED_COLUMNS + (NEURON_COLUMNS if kind == "tms_hidden" else []) + (GAIN_COLUMNS if kind == "power" else [])
+    columns = family(kind).columns()
     lines = [f"## {name}", "",
-             f"World `{study.world}`; {kind}, m = {study.model.neurons}" + (f", k = {study.model.power}" if kind == "power" else "")
+             f"World `{study.world}`; {family(kind).describe(study.model)}"
              + f"; {study.train.steps} steps of batch {study.train.batch_size}, {study.train.optimizer} lr "
              f"{study.train.lr:g}, weight decay {study.train.weight_decay:g}; sweep {dict(study.sweep)}; seeds "
              f"{study.seeds}. Trained in {manifest['train_seconds']:.0f} s. Mean ± std over seeds; figures show the "
              f"lowest-loss seed of each point. Per-feature norms, superposition and D_i: `results/{name}/interp/features.csv`.",
              "", "| point | seeds | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for point, stats in metrics["points"].items():
-        lines.append(f"| {point} | {stats['seeds']} | " + " | ".join(_cell(stats, k, d) for k, _, d in columns) + " |")
+        lines.append(f"| {point} | {stats['seeds']} | " + " | ".join(_cell(stats, m.key, m.digits) for m in columns) + " |")
     lines.append("")
     lines += [f"![{name} {fig}](figures/{name}-{fig})" for fig in figures]
     return "\n".join(lines) + "\n"
@@ -371,12 +355,12 @@ def main() -> None:
         figures.sort(key=lambda f: order.index(f) if f in order else len(order))
         for fig in figures:
             shutil.copyfile(result_dir(name) / "interp" / fig, REPORTS / "figures" / f"{name}-{fig}")
-        section = study_section if study.model.kind == "jermyn" else tied_section
+        section = tied_section if family(study.model.kind).tied else study_section
         sections.append(section(name, study, metrics, manifest, figures))
 
     interp, mech_figures = {}, {}
     for name in (n for n, st in params.studies.items()  # the paper's neurons (the calibration is about the trick)
-                 if st.model.kind == "jermyn" and not n.startswith(CALIBRATION)):
+                 if family(st.model.kind).paper_neurons and not n.startswith(CALIBRATION)):
         interp[name] = read_json(result_dir(name) / "interp" / "summary.json")
         analysed = [label for label, summary in interp[name].items() if "diverged_at" not in summary]
         mech_figures[name] = []

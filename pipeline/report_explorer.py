@@ -17,6 +17,7 @@ from common import (REPORTS, groups, instance_world, load_manifest, load_states,
 
 from monosem.artifacts import load_tensors, load_world, read_json
 from monosem.explorer import AMPLITUDES, bundle, model_page, sae_page, tied_page, write_site
+from monosem.families import family
 from monosem.metrics import single_feature_activations
 from monosem.models import models_from_states
 from monosem.sae_eval import Activations
@@ -45,7 +46,7 @@ def study_pages(name: str, study) -> tuple[dict, dict[str, dict], list, list]:
     run_ids = {e["label"]: e["run_id"] for e in manifest["instances"]}
     kind = study.model.kind
     pages, keys = {}, {}
-    if kind == "jermyn":
+    if not family(kind).tied:
         for members in groups(instances, by_data=world):  # one embedder each (drawn per seed, or shared)
             model = models_from_states([states[i] for i in members], instances[members[0]].model)
             probes = instance_world(world, states[members[0]]).probes

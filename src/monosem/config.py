@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import yaml
 from .errors import ParamsError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from .families import FAMILIES, family
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -64,25 +65,23 @@ class DataCfg(_Strict):
                               description="feature density ε of this study's data; null: the world's")
 
 
-# Elhage et al.'s tied models of superposition (and the power-activation autoencoder of the loss bounds),
-# beside the paper's feature decoder ("jermyn"). They train on tms worlds only.
-TMS_KINDS = ("tms_relu", "tms_hidden", "power")
-
-
 class ModelCfg(_Strict):
-    kind: Literal["jermyn", "tms_relu", "tms_hidden", "power"] = Field(
-        default="jermyn", description="jermyn: act(W1 x + b1) then W2; tms_relu: ReLU(WᵀWx + b); "
-                                      "tms_hidden: ReLU(Wᵀ ReLU(Wx) + b); power: (WᵀWx)^power")
+    kind: str = Field(default="jermyn", description="a model family (monosem.families): jermyn: act(W1 x + b1) "
+                                                    "then W2; tms_relu: ReLU(WᵀWx + b); tms_hidden: ReLU(Wᵀ ReLU(Wx) "
+                                                    "+ b); power: (WᵀWx)^power")
     neurons: int = Field(ge=1, json_schema_extra=GROUP, description="k, the width of the hidden layer (m in the TMS models)")
     activation: Literal["relu", "gelu", "solu"] = Field(default="relu", json_schema_extra=GROUP)
     power: int = Field(default=3, ge=1, le=15, json_schema_extra=GROUP, description="odd exponent k of the power model")
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        family(kind)
+        return kind
+
     @model_validator(mode="after")
     def _kind_fields(self) -> ModelCfg:
-        if self.kind == "power" and self.power % 2 == 0:
-            raise ValueError(f"power = {self.power}: the bounds need an odd power")
-        if self.kind != "jermyn" and self.activation != "relu":
-            raise ValueError(f"activation applies to kind jermyn only; {self.kind}'s nonlinearity is fixed")
+        family(self.kind).check(self)
         return self
 
 
@@ -289,9 +288,10 @@ def _check_sweeps(params: Params) -> None:
             raise ParamsError(f"studies.{name}.world = {study.world!r}: no such world; "
                               f"allowed: {sorted(params.worlds)}")
         tms_world = params.worlds[study.world].task == "tms"
-        if (study.model.kind in TMS_KINDS) != tms_world:
+        if family(study.model.kind).tms_world != tms_world:
+            tms_kinds = [kind for kind, fam in FAMILIES.items() if fam.tms_world]
             raise ParamsError(f"studies.{name}.model.kind = {study.model.kind!r}: world {study.world!r} has task "
-                              f"{params.worlds[study.world].task!r}; kinds {list(TMS_KINDS)} train on tms worlds, "
+                              f"{params.worlds[study.world].task!r}; kinds {tms_kinds} train on tms worlds, "
                               f"jermyn on the others")
         swept = [k for key in study.sweep for k in axis_keys(key)]
         for key, values in study.sweep.items():
@@ -314,7 +314,7 @@ def _check_sweeps(params: Params) -> None:
         labels = [inst.label for inst in study.instances()]
         if len(set(labels)) != len(labels):
             raise ParamsError(f"studies.{name}.sweep: repeated sweep values give duplicate instances")
-        if study.model.kind in TMS_KINDS and any(i.train.bias_offset or i.train.bias_decay for i in study.instances()):
+        if family(study.model.kind).tied and any(i.train.bias_offset or i.train.bias_decay for i in study.instances()):
             raise ParamsError(f"studies.{name}.train: bias_offset and bias_decay apply to kind jermyn only")
 
 

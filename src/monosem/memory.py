@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from .config import Params, SaeStudy, Study, World
+from .families import family
 
 F32 = 4  # bytes
 # torch, Lightning and matplotlib imported, as a stage starts (measured: 0.3-0.4 GB resident).
@@ -87,7 +88,7 @@ def study(params: Params, name: str) -> list[Estimate]:
     at = f"worlds.{s.world}"
     feats, dims, evals = {f"{at}.n_features": world.n_features}, {f"{at}.d_embed": world.d_embed}, {f"{at}.n_eval": world.n_eval}
     outs = dims if world.task == "reprojector" else feats
-    tied = s.model.kind != "jermyn"
+    tied = family(s.model.kind).tied
     groups: dict[tuple, list] = {}
     for inst in s.instances():
         groups.setdefault(inst.group_key, []).append(inst)
@@ -112,7 +113,7 @@ def study(params: Params, name: str) -> list[Estimate]:
                             need("the features' Gram matrices", 4 * world.n_features, count | feats),
                             probes])
             interpret.append([need("the features' Gram matrices", 2 * world.n_features, count | feats)])
-            if cfg.model.kind == "tms_hidden":  # TMS' neuron figure: a bar per neuron and feature, ~11 KB each
+            if "neurons" in family(cfg.model.kind).figures:  # TMS' neuron figure: a bar per neuron and feature, ~11 KB each
                 points = {f"studies.{name}.sweep: points": len(members) // len(s.seeds)}
                 figures.append(need("the neuron figure's bars", 2 * 2750, points | k | feats))
         else:  # the hidden layer on the whole held-out set, clean and with input noise

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .families import family
 from .worlds import generator
 
 
@@ -190,16 +191,12 @@ class TiedModels(nn.Module):
 
 
 def build_models(n_inst: int, model_cfg, d_in: int, d_out: int) -> ToyModels | TiedModels:
-    """The batched module of a study's model kind (config.ModelCfg)."""
-    if model_cfg.kind == "jermyn":
-        return ToyModels(n_inst, d_in, model_cfg.neurons, d_out, model_cfg.activation)
-    return TiedModels(n_inst, d_in, model_cfg.neurons, model_cfg.kind, model_cfg.power)
+    """The batched module of a study's model kind (config.ModelCfg; its family builds it)."""
+    return family(model_cfg.kind).build(n_inst, model_cfg, d_in, d_out)
 
 
 def models_from_states(states: list[dict[str, Tensor]], model_cfg) -> ToyModels | TiedModels:
-    if model_cfg.kind == "jermyn":
-        return ToyModels.from_states(states, model_cfg.activation)
-    return TiedModels.from_states(states, model_cfg.kind, model_cfg.power)
+    return family(model_cfg.kind).from_states(states, model_cfg)
 
 
 def task_loss(y: Tensor, target: Tensor, importance: Tensor | None = None) -> Tensor:
