@@ -11,14 +11,12 @@ from monosem.families import family
 from monosem.models import models_from_states
 from monosem.summary import compact, summarise
 
-# What `dvc metrics show` / `dvc exp show` get per sweep point (summary.compact): each family's dvc_metrics
-# (numbers with their seed spread, numbers as the mean or count alone, and the headline its sweep plot shows).
-HEADLINES = {"mono_per_feature": "#mono/#features", "mono_per_neuron": "#mono/#neurons",
-             "dims_per_feature": "D* = m/‖W‖²_F", "gain": "gain L̃"}
+# `dvc metrics show` / `dvc exp show` get per sweep point what each family's dvc_metrics name (summary.compact);
+# `dvc plots` draws sweep.csv: the family's headline against the swept value.
 SWEEP_FIELDS = ["point", "seed", "series", "order", "x", "y", "parameter", "metric"]
 
 
-def sweep_rows(study, instances, rows: list[dict], headline: str) -> list[dict]:
+def sweep_rows(study, instances, rows: list[dict], headline: str, label: str) -> list[dict]:
     """The sweep plot's data (`dvc plots`): every trained instance's headline against the value of the sweep
     axis with the most values, `order` ranking those values, the other swept values naming its series."""
     axes = study.axes()
@@ -35,7 +33,7 @@ def sweep_rows(study, instances, rows: list[dict], headline: str) -> list[dict]:
                       for k, v in inst.point.items() if k not in keys]
             out.append({"point": inst.point_label, "seed": inst.seed, "series": ",".join(others) or "all",
                         "order": order.index(x), "x": x, "y": row[headline],
-                        "parameter": " + ".join(keys) or "(no sweep)", "metric": HEADLINES[headline]})
+                        "parameter": " + ".join(keys) or "(no sweep)", "metric": label})
     return out
 
 
@@ -74,7 +72,9 @@ def main(name: str) -> None:
                | ({"features": features} if features else {}))
     write_csv(out / "instances.csv", rows)
     write_json(out / "metrics.json", compact(points, *fam.dvc_metrics))
-    write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, fam.dvc_metrics[2]), SWEEP_FIELDS)
+    headline = fam.dvc_metrics[2]
+    write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, headline, fam.label(headline)),
+              SWEEP_FIELDS)
 
     steps = max(i.train.steps for i in instances)
     for entry, row in zip(manifest["instances"], rows):

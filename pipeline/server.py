@@ -48,7 +48,8 @@ def address() -> str | None:
     digest = hashlib.sha256(str(ROOT).encode() + sys.executable.encode())
     for path in sorted([*(ROOT / "src" / "monosem").rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED"):  # read once, when torch loads
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED",  # read once, when torch loads
+                "MONOSEM_PLUGINS", "PYTHONPATH"):  # imported once, by monosem.families
         digest.update(f"{var}={os.environ.get(var)}".encode())
     folder = Path(tempfile.gettempdir()) / f"monosem-{os.getuid()}"
     try:

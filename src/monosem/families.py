@@ -8,11 +8,16 @@ and the figures `interpret` draws for it. Stages ask `family(kind)`; none compar
 - `tms_relu`, `tms_hidden`: Elhage et al.'s tied models of superposition (ReLU output; privileged basis);
 - `power`: the power-activation autoencoder of the loss bounds (Basu Roy Chowdhury & Weiner).
 
-Imports of torch and the library's heavy modules happen inside the methods: `config` imports this module.
+A new kind is one file: a `Family` subclass and `register(MyFamily())`. Outside this package, name its
+module in `MONOSEM_PLUGINS` (comma-separated module names on the Python path): it is imported with this
+module, in every stage. Imports of torch and the library's heavy modules happen inside the methods: `config`
+imports this module.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import NamedTuple
 
 
@@ -50,6 +55,10 @@ class Family:
     def describe(self, cfg) -> str:
         """The model in a report section's first line."""
         return f"{cfg.kind}, m = {cfg.neurons}"
+
+    def label(self, key: str) -> str:
+        """A metric's label (its key where the table has none)."""
+        return next((m.label for m in self.metrics if m.key == key), key)
 
     def summarised(self, row: dict) -> tuple[str, ...]:
         """The keys measure summarises over seeds, given one measured row."""
@@ -225,6 +234,10 @@ def register(fam: Family) -> Family:
 
 for _fam in (Decoder(), TmsRelu(), TmsHidden(), Power()):
     register(_fam)
+
+
+for _plugin in filter(None, (m.strip() for m in os.environ.get("MONOSEM_PLUGINS", "").split(","))):
+    importlib.import_module(_plugin)  # registers its families (and SAE architectures)
 
 
 def family(kind: str) -> Family:
