@@ -5,11 +5,13 @@ import math
 
 import pytest
 
-from monosem.claims import (bias_scales_as_sqrt_density, bias_trick_more_monosemantic, density_lowers_monosemanticity,
-                            effects_hold_on_other_tasks, evaluate, inhibition_lowers_monosemanticity,
-                            l1_raises_monosemanticity, lasso_raises_monosemanticity, mono_neurons_negative_bias,
-                            noise_bias_tracks_sigma, noise_moves_poly_more, same_loss_different_monosemanticity,
-                            width_raises_monosemanticity)
+from monosem.claims import evaluate
+from monosem.claims.interventions import (inhibition_lowers_monosemanticity, lasso_raises_monosemanticity,
+                                          noise_bias_tracks_sigma, noise_moves_poly_more)
+from monosem.claims.paper import (bias_scales_as_sqrt_density, bias_trick_more_monosemantic,
+                                  density_lowers_monosemanticity, effects_hold_on_other_tasks,
+                                  l1_raises_monosemanticity, mono_neurons_negative_bias,
+                                  same_loss_different_monosemanticity, width_raises_monosemanticity)
 from monosem.stats import FAILS, HOLDS, NOT_RUN, UNSURE
 
 
