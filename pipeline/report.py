@@ -383,7 +383,7 @@ def main() -> None:
         sae_sections.insert(0, "## Sparse autoencoders\n\nDictionary learning on the toy models' activations, "
                                "scored against the true features (the Gated SAE paper's claims are in the table above).\n")
     write_json(REPORTS / "claims.json", claims)
-    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims.py`). The "
+    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims/`). The "
                    "paper's claims: an effect size and its bootstrap 95% interval; **holds** when the whole interval "
                    "meets the criterion, **does not hold** when none of it does, **inconclusive** when it straddles "
                    "the criterion. The other claims: their tests' p-values or fixed rules (no interval).", "",

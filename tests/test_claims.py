@@ -5,11 +5,14 @@ import math
 
 import pytest
 
-from monosem.claims import (bias_scales_as_sqrt_density, bias_trick_more_monosemantic, density_lowers_monosemanticity,
-                            effects_hold_on_other_tasks, evaluate, inhibition_lowers_monosemanticity,
-                            l1_raises_monosemanticity, lasso_raises_monosemanticity, mono_neurons_negative_bias,
-                            noise_bias_tracks_sigma, noise_moves_poly_more, same_loss_different_monosemanticity,
-                            width_raises_monosemanticity)
+from monosem.claims import FAMILIES, REGISTRY, evaluate
+from monosem.claims import claim as register
+from monosem.claims.interventions import (inhibition_lowers_monosemanticity, lasso_raises_monosemanticity,
+                                          noise_bias_tracks_sigma, noise_moves_poly_more)
+from monosem.claims.paper import (bias_scales_as_sqrt_density, bias_trick_more_monosemantic,
+                                  density_lowers_monosemanticity, effects_hold_on_other_tasks,
+                                  l1_raises_monosemanticity, mono_neurons_negative_bias,
+                                  same_loss_different_monosemanticity, width_raises_monosemanticity)
 from monosem.stats import FAILS, HOLDS, NOT_RUN, UNSURE
 
 
@@ -194,3 +197,13 @@ def test_every_claim_carries_a_three_way_verdict_that_holds_agrees_with():
     assert (verdicts["density_lowers_mono"], verdicts["l1_raises_mono"], verdicts["width_raises_mono"]) == (
         UNSURE, HOLDS, NOT_RUN)
     assert all(c["holds"] is {HOLDS: True, FAILS: False}.get(c["verdict"]) for c in out)
+
+
+
+def test_one_registry_lists_its_claims_family_by_family_and_refuses_an_unknown_family():
+    family = {c.judge({})["id"]: c.family for c in REGISTRY}
+    ids = [c["id"] for c in evaluate({})]
+    assert sorted(ids) == sorted(family) and len(family) == len(REGISTRY) and set(family.values()) == set(FAMILIES)
+    assert [family[i] for i in ids] == sorted((family[i] for i in ids), key=list(FAMILIES).index)
+    with pytest.raises(ValueError, match="unknown claim family"):
+        register("gated")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from monosem.claims import (dims_per_feature_sticky, feature_dims_cluster, gain_slopes, gain_within_bounds,
-                            sparsity_more_superposition)
+from monosem.claims.tms import (dims_per_feature_sticky, feature_dims_cluster, gain_slopes, gain_within_bounds,
+                                sparsity_more_superposition)
 from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World, parse_params
 from monosem.errors import ParamsError
 from monosem.models import TiedModels, task_loss
