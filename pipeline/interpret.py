@@ -33,8 +33,17 @@ def main(name: str) -> None:
     fam = family(instances[0].model.kind)
     if fam.tied:
         return interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
-    n = world.cfg.n_features
+    sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out)
+    figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
+    for fig in figures:
+        tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
+    print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
 
+
+def analyse_models(name, study, instances, manifest, states, world, tracker, out) -> list:
+    """Every model's neuron table and summary (interpret.analyse), logged to its run; the per-model figures
+    for one of them. Returns each model's single-feature activations (None where it diverged)."""
+    n = world.cfg.n_features
     sfas = []
     eval_x = {}  # per feature density (a study may sweep data.eps) and, with embedders per seed, per seed
     summaries = {}
@@ -78,9 +87,12 @@ def main(name: str) -> None:
         tracker.log_metrics(entry["run_id"], {f"interp.{k}": v for k, v in res["summary"].items()
                                               if isinstance(v, (int, float)) and v == v}, step=inst.train.steps)
     write_json(out / "summary.json", summaries)
+    return sfas
 
-    # Study figures: the paper's plot types. With several swept keys, curves are coloured by sweep point
-    # and the sweep plot draws the first key on x, one line per value of the others.
+
+def study_figures(name, study, instances, states, metrics, sfas, n, out) -> list[str]:
+    """The paper's plot types for the study (file names in out, in order). With several swept keys, curves
+    are coloured by sweep point and the sweep plot draws the first key on x, one line per value of the others."""
     axes = study.axes()
     keys = [axis[0] for axis in axes]  # a zipped axis is drawn against its first parameter
     curves = pd.read_csv(model_dir(name) / "curves.csv")
@@ -110,9 +122,7 @@ def main(name: str) -> None:
         if keys == ["train.noise_std"]:
             plots.noise_plot(points.sort_values("x"), name, out / "noise.png")
             figures.append("noise.png")
-    for fig in figures:
-        tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
-    print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
+    return figures
 
 
 def interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out) -> None:
