@@ -35,6 +35,7 @@ def main(name: str) -> None:
         return interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
     sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out)
     figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
+    write_json(out / "figures.json", figures)  # the order the report shows them in
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
     print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
@@ -110,7 +111,7 @@ def study_figures(name, study, instances, states, metrics, sfas, n, out) -> list
     plots.sfa_heatmaps([(instances[i].label, sfas[i].numpy()) for i in picks], out / "sfa.png")
     plots.bias_plot([(instances[i].label, states[i]["b1"].numpy(), sfas[i].numpy()) for i in picks], n,
                     out / "bias.png")
-    figures = ["training.png", "sfa.png", "bias.png"]
+    figures = ["training.png"]
     if keys:
         points = pd.DataFrame([{"x": inst.point[keys[0]], **metrics["points"][inst.point_label],
                                 **({"series": ",".join(f"{k.split('.')[-1]}={_show(inst.point[k])}" for k in keys[1:])}
@@ -122,7 +123,7 @@ def study_figures(name, study, instances, states, metrics, sfas, n, out) -> list
         if keys == ["train.noise_std"]:
             plots.noise_plot(points.sort_values("x"), name, out / "noise.png")
             figures.append("noise.png")
-    return figures
+    return figures + ["sfa.png", "bias.png"]
 
 
 def interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out) -> None:
@@ -147,6 +148,10 @@ def interpret_tied(fam, name, instances, manifest, states, metrics, world, track
                 best[inst.point_label] = j
     picks = sorted(best.values(), key=lambda j: (instances[j].model.neurons, -eps(instances[j])))
     figures = []
+    if "bounds" in fam.figures:
+        plots_tms.gain_bounds(gain_series(rows, world, instances[0].model.power), instances[0].model.power,
+                              f"{name}: gain over outputting 0 against the bounds", out / "bounds.png")
+        figures.append("bounds.png")
     if "matrices" in fam.figures:
         plots_tms.matrices([(eps(instances[j]), states[j]["W"].numpy(), states[j]["b"].numpy()) for j in picks],
                            f"{name}: WᵀW and b, lowest-loss seed per density", out / "matrices.png")
@@ -169,10 +174,7 @@ def interpret_tied(fam, name, instances, manifest, states, metrics, world, track
              for j in picks], [(eps(instances[j]), rows[instances[j].label]["dims_per_feature"]) for j in picks],
             f"{name}: feature dimensionality (lowest-loss seed per density)", out / "feature_dims.png")
         figures += ["dims_per_feature.png", "feature_dims.png"]
-    if "bounds" in fam.figures:
-        plots_tms.gain_bounds(gain_series(rows, world, instances[0].model.power), instances[0].model.power,
-                              f"{name}: gain over outputting 0 against the bounds", out / "bounds.png")
-        figures.append("bounds.png")
+    write_json(out / "figures.json", figures)  # the order the report shows them in
     write_json(out / "summary.json", {inst.label: {"best_of_seeds": j in picks} for j, inst in enumerate(instances)})
     tracker.log_artifact(manifest["parent_run_id"], out / "features.csv", "interp")
     for fig in figures:

@@ -117,3 +117,12 @@ def test_noise_activation_change_is_relative_frobenius_change_per_class():
     assert out["noise_change_poly"].item() == pytest.approx(sigma * z.sum(1).norm().item() / (1.2 * n ** 0.5), rel=1e-4)
     zero = noise_activation_change(model, torch.eye(2), x, torch.tensor([0.0]), gen())
     assert torch.isnan(zero["noise_change_mono"]).all() and torch.isnan(zero["noise_change_poly"]).all()
+
+
+def test_neuron_table_leaves_frac_mono_undefined_where_negative_activations_cancel_the_response():
+    # neuron 0: one response 0.3 and GeLU-like negative tails summing below zero (Σ = −0.05): the paper's ratio
+    # would read 0.3 / −0.05 = −6; neuron 1: an ordinary polysemantic neuron (0.5 / 1.0)
+    sfa = torch.tensor([[0.3, -0.15, -0.1, -0.1], [0.5, 0.5, 0.0, 0.0]])
+    rows = {r["neuron"]: r for r in neuron_table(sfa, torch.zeros(2), torch.ones(3, 2))}
+    assert rows[0]["frac_mono"] is None and rows[0]["class"] != "monosemantic"
+    assert rows[1]["frac_mono"] == pytest.approx(0.5)

@@ -25,14 +25,18 @@ def feature_order(sfa: Tensor, order: Tensor) -> Tensor:
 def neuron_table(sfa: Tensor, bias: Tensor, w_out: Tensor, top: int = 3) -> list[dict]:
     """One row per neuron: class, frac_mono, bias, output-weight norm and its `top` driving features.
 
-    sfa: (k, N) single-feature activations; bias: (k,); w_out: (d_out, k).
+    sfa: (k, N) single-feature activations; bias: (k,); w_out: (d_out, k). frac_mono is left empty (None:
+    undefined) where Σ_j sfa[n, j] ≤ 0: with GeLU or SoLU, negative single-feature activations enter the sum
+    and can cancel a neuron's one response (Σ ≈ −0.003 gave frac_mono ≈ −290 in G3), a number with no
+    meaning. Its class follows the paper's rule on the raw score (such a neuron is never monosemantic).
     """
     score, cls = frac_mono(sfa), neuron_classes(sfa)
+    score = [float(v) if total > 0 else None for v, total in zip(score.tolist(), sfa.sum(1).tolist())]
     values, features = sfa.topk(min(top, sfa.shape[1]), dim=1)
     total = sfa.clamp(min=0).sum(1)
     rows = []
     for n in neuron_order(sfa).tolist():
-        row = {"neuron": n, "class": CLASS_NAMES[int(cls[n])], "frac_mono": float(score[n]), "bias": float(bias[n]),
+        row = {"neuron": n, "class": CLASS_NAMES[int(cls[n])], "frac_mono": score[n], "bias": float(bias[n]),
                "n_features_active": int((sfa[n] > 0).sum()), "max_activation": float(values[n, 0]),
                "out_norm": float(w_out[:, n].norm())}
         for r in range(values.shape[1]):

@@ -19,7 +19,7 @@ from .interpret import feature_order, neuron_order  # noqa: E402
 LOG_SCALED = ("lr", "bias_decay", "l1", "l1_out", "eps", "neurons", "inhibit")
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -62,7 +62,7 @@ def training_plot(curves: pd.DataFrame, sweep_key: str | None, title: str, path:
         fig.colorbar(mappable, ax=axes, label=sweep_key, shrink=0.6)
     else:
         axes[0].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _heatmap(ax, sfa: np.ndarray, title: str, ylabel: bool = True):
@@ -83,7 +83,7 @@ def sfa_heatmaps(panels: list[tuple[str, np.ndarray]], path: str | Path) -> None
     for j, (ax, (title, sfa)) in enumerate(zip(axes[0], panels)):
         im = _heatmap(ax, sfa, title, ylabel=j == 0)
     fig.colorbar(im, ax=axes[0].tolist(), label="activation", shrink=0.8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def bias_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], n_features: int, path: str | Path) -> None:
@@ -97,7 +97,7 @@ def bias_plot(panels: list[tuple[str, np.ndarray, np.ndarray]], n_features: int,
     ax.set_xlabel("neuron (sorted by frac_mono)")
     ax.set_ylabel("bias")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str | Path, title: str = "") -> None:
@@ -125,7 +125,7 @@ def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str 
     if series.notna().any():
         axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}: mean ± std over seeds".lstrip(": "), fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def noise_plot(points: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -146,7 +146,7 @@ def noise_plot(points: pd.DataFrame, title: str, path: str | Path) -> None:
     a.set_ylabel("mean first-layer bias")
     b.set_ylabel("‖h(x + σz) − h(x)‖ / ‖h(x)‖")
     fig.suptitle(f"{title}: mean ± std over seeds", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def instance_figure(title: str, sfa: np.ndarray, bias: np.ndarray, n_features: int, path: str | Path) -> None:
@@ -160,7 +160,7 @@ def instance_figure(title: str, sfa: np.ndarray, bias: np.ndarray, n_features: i
     b.axhline(0, color="k", lw=0.5)
     b.set_xlabel("neuron (sorted by frac_mono)")
     b.set_ylabel("bias")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def decomposition_plot(amplitudes: np.ndarray, curves: dict[str, np.ndarray], title: str, path: str | Path) -> None:
@@ -177,7 +177,7 @@ def decomposition_plot(amplitudes: np.ndarray, curves: dict[str, np.ndarray], ti
     ax.set_ylabel("output along t_i")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def spectrum_plot(sv_full: np.ndarray, sv_poly: np.ndarray, r2: np.ndarray, d_embed: int, title: str,
@@ -200,4 +200,4 @@ def spectrum_plot(sv_full: np.ndarray, sv_poly: np.ndarray, r2: np.ndarray, d_em
     b.set_xlabel("rank r")
     b.set_ylabel("R² of polysemantic output")
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, TwoSlopeNorm  # noqa: E402
 
-from .plots import _save  # noqa: E402
+from .plots import save_figure  # noqa: E402
 
 
 def regime_plot(cells: list[dict], path: str | Path, title: str = "") -> None:
@@ -64,4 +64,4 @@ def regime_plot(cells: list[dict], path: str | Path, title: str = "") -> None:
                            for i, s in enumerate(sizes)], fontsize=7, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .plots import _save, plt
+from .plots import save_figure, plt
 from .sae_eval import by_architecture
 
 STYLE = {"relu": ("tab:blue", "o"), "relu_weighted": ("tab:cyan", "o"), "gated": ("tab:red", "s"),
@@ -43,7 +43,7 @@ def sweep_panels(rows: list[dict], panels: list[tuple[str, str, float | None]], 
     fig.suptitle(title + (f"   (dotted: the true mean number of active features, {true_l0:.2f})" if true_l0 else ""),
                  fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def training_curves(curves: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -64,4 +64,4 @@ def training_curves(curves: pd.DataFrame, title: str, path: str | Path) -> None:
     axes[0].legend(handles=handles, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

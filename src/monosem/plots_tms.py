@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import _save, plt
+from .plots import save_figure, plt
 from .superposition import GEOMETRIC_FRACTIONS
 from .theory import crossovers
 
@@ -33,7 +33,7 @@ def matrices(panels: list[tuple[float, np.ndarray, np.ndarray]], title: str, pat
             ax.set_yticks([])
     axes[0, 0].set_ylabel("WᵀW")
     fig.suptitle(title, fontsize=9, y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def norms(panels: list[tuple[float, np.ndarray, np.ndarray]], title: str, path: str | Path) -> None:
@@ -50,7 +50,7 @@ def norms(panels: list[tuple[float, np.ndarray, np.ndarray]], title: str, path: 
     axes[0, 0].set_ylabel("feature (importance order)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=axes[0, -1], label="√ superposition")
     fig.suptitle(title, fontsize=9, y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def dims_per_feature(points: list[tuple[float, float, bool]], title: str, path: str | Path) -> None:
@@ -71,7 +71,7 @@ def dims_per_feature(points: list[tuple[float, float, bool]], title: str, path: 
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def feature_dimensionality(points: list[tuple[float, np.ndarray, np.ndarray]], dstar: list[tuple[float, float]],
@@ -95,7 +95,7 @@ def feature_dimensionality(points: list[tuple[float, np.ndarray, np.ndarray]], d
     ax.set_ylim(0, 1.08)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def neurons(panels: list[tuple[float, np.ndarray]], title: str, path: str | Path) -> None:
@@ -121,7 +121,7 @@ def neurons(panels: list[tuple[float, np.ndarray]], title: str, path: str | Path
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, n - 1)), ax=axes[0, -1],
                  label="feature (importance order)")
     fig.suptitle(title, fontsize=9, y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def gain_bounds(series: dict[int, dict], k: int, title: str, path: str | Path) -> None:
@@ -147,4 +147,4 @@ def gain_bounds(series: dict[int, dict], k: int, title: str, path: str | Path) -
         ax.set_title(f"d = {d}, k = {k} (dotted verticals: d^-k, d^(1-k))", fontsize=8)
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9, y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -8,6 +8,7 @@ instance stays in the stages' other outputs (`measured.json`, `instances.csv`) a
 
 from __future__ import annotations
 
+import math
 import statistics
 
 DIGITS = 4  # significant digits kept in DVC's metrics: the rest is seed noise that widens every diff
@@ -49,3 +50,11 @@ def compact(points: dict[str, dict[str, float]], spread: tuple[str, ...], plain:
     best = max(scored, default=(float("nan"), None), key=lambda s: s[0])
     # Points at the top level (no "points." before every column name); a point's label has a "=" or is "base".
     return {"headline": {"metric": headline, "best": rounded(best[0]), "at": best[1]}} | out
+
+
+def cell(stats: dict, key: str, digits: int) -> str:
+    """A report table's cell: a point's mean and seed std of `key` ("0.412 ± 0.031"), "–" where there is none."""
+    mean, std = stats.get(key), stats.get(f"{key}_std")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if std is None or std != std else f" ± {std:.{digits}f}")
