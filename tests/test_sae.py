@@ -71,6 +71,14 @@ def test_gated_auxiliary_term_detaches_the_decoder_only_in_paper_mode(arch, deta
     assert (grad is None or not grad.any()) == detached
 
 
+def test_dead_latents_are_counted_once_on_the_sae():
+    sae = build_sae("relu", 1, 2, 3)
+    sae.dead_after = 2
+    for fired in ([True, False, False], [False, True, False], [False, True, False]):
+        sae.track(torch.tensor([fired]))
+    assert sae.since_fired.tolist() == [[2, 0, 3]] and sae.dead().tolist() == [[True, False, True]]
+
+
 def test_topk_keeps_the_k_largest_per_sample_with_k_per_instance():
     sae = TopKSAE(2, 3, 4)
     pre = torch.tensor([[[3.0, -1.0, 2.0, 0.5]], [[-1.0, -2.0, 0.5, -3.0]]])
