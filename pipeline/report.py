@@ -18,6 +18,7 @@ from monosem.families import family
 from monosem.stats import verdict
 from monosem.summary import cell
 from monosem.config import load_params
+from monosem.sae_eval import matched_l0_markdown
 from monosem.tracking import tracking_uri
 
 INTERVENTIONS = [
@@ -142,12 +143,6 @@ def tied_section(name: str, study, metrics: dict, manifest: dict, figures: list[
     return "\n".join(lines) + "\n"
 
 
-SAE_COLUMNS = [("explained_variance", "explained var.", 3), ("mcc", "MCC", 3), ("f1", "F1", 3),
-               ("recovered_at_0.9", "recovered ≥0.9", 3), ("shrinkage_gamma", "γ", 3),
-               ("magnitude_ratio", "magnitude ratio", 3), ("dead_fraction", "dead", 3),
-               ("loss_recovered", "toy loss recovered", 3)]
-
-
 def sae_section(name: str, cfg, metrics: dict) -> str:
     """An SAE study: the architectures compared at matched L0, the Gated claims and the figures."""
     knobs = "; ".join(f"{a} {v}" for a, v in cfg.architectures.items())
@@ -158,11 +153,7 @@ def sae_section(name: str, cfg, metrics: dict) -> str:
              f"Metrics on {cfg.n_eval} held-out activations; the true mean L0 is {metrics['true_l0']:.2f}. Each SAE in "
              f"SAELens' layout: `models/saes/{name}/<sae>/`; every metric of every SAE: `results/saes/{name}/saes.csv`.",
              "", "At matched L0 (seed means, interpolated linearly in log L0 between sweep points; – outside a sweep):", "",
-             "| architecture | L0 | " + " | ".join(c[1] for c in SAE_COLUMNS) + " |", "|---" * (len(SAE_COLUMNS) + 2) + "|"]
-    for row in metrics["matched_l0"]:
-        cells = [("–" if row[k] is None or row[k] != row[k] else f"{row[k]:.{d}f}") for k, _, d in SAE_COLUMNS]
-        lines.append(f"| {row['architecture']} | {row['l0']:.2f} | " + " | ".join(cells) + " |")
-    lines.append("")
+             *matched_l0_markdown(metrics["matched_l0"]), ""]
     lines += [f"![sae {name} {fig}](figures/sae-{name}-{fig})" for fig in SAE_FIGURES]
     return "\n".join(lines) + "\n"
 

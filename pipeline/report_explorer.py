@@ -20,6 +20,7 @@ from monosem.explorer import AMPLITUDES, bundle, model_page, sae_page, tied_page
 from monosem.families import family
 from monosem.metrics import single_feature_activations
 from monosem.models import models_from_states
+from monosem.sae import architecture
 from monosem.sae_eval import Activations
 from monosem.tracking import lineage_tags
 
@@ -91,7 +92,8 @@ def sae_study_pages(name: str, cfg, instances: list, states: list) -> tuple[dict
         pages[r["page"]] = sae_page(load_tensors(export / r["sae"] / "sae_weights.safetensors")["W_dec"], G)
     metrics = read_json(out / "measured.json")
     entry = {"name": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer, "latents": cfg.latents,
-             "true_l0": metrics["true_l0"], "rows": {"columns": list(rows[0]), "rows": [list(r.values()) for r in rows]}}
+             "true_l0": metrics["true_l0"], "knobs": {arch: architecture(arch).knob for arch in cfg.architectures},
+             "rows": {"columns": list(rows[0]), "rows": [list(r.values()) for r in rows]}}
     return entry, pages
 
 

@@ -11,22 +11,18 @@ import time
 import pandas as pd
 
 from monosem.artifacts import load_world, save_tensors, write_csv, write_json
-from monosem.config import K_ARCHITECTURES
 from monosem.training import CurveSink, fit
 from monosem.models import models_from_states
 from monosem.plots_sae import sweep_panels, training_curves
-from monosem.sae import saelens_export
+from monosem.sae import architecture, saelens_export
 from monosem.sae_eval import gated_claims, matched_l0_table, measure_saes
 from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
 from monosem.summary import compact, rounded, summarise
 from monosem.tracking import input_hash, lineage_tags
 
-TABLE_METRICS = ("explained_variance", "mcc", "f1", "recovered_at_0.9", "shrinkage_gamma", "magnitude_ratio",
-                 "dead_fraction", "loss_recovered")
-
 
 def knob_name(arch: str) -> str:
-    return "k" if arch in K_ARCHITECTURES else "lambda"
+    return architecture(arch).knob
 
 
 def label(arch: str, knob: float, seed: int) -> str:
@@ -64,7 +60,8 @@ def main(name: str) -> None:
 
     tags = lineage_tags(tracker.root) | {"monosem.sae": name, "monosem.study": cfg.study, "monosem.world": cfg.world}
     base = {f"sae.{k}": v for k, v in cfg.model_dump(exclude={"architectures", "train"}).items()}
-    base |= {f"sae.train.{k}": v for k, v in cfg.train.model_dump().items()} | {"sae.input_scale": source.scale}
+    base |= {f"sae.train.{k}": v for k, v in cfg.train.model_dump(exclude_none=True).items()}
+    base |= {"sae.input_scale": source.scale}
     plan = [(arch, knob, seed) for arch, knobs in cfg.architectures.items() for knob in knobs for seed in cfg.seeds]
     runs = tracker.start_runs(
         (f"sae@{name}", base | {"sae": cfg.model_dump_json()}, tags),
@@ -96,7 +93,7 @@ def main(name: str) -> None:
             source.to("cpu")
             for j, (lb, (knob, seed), metrics) in enumerate(zip(labels, module.points, measure_saes(module.sae, source, eval_f))):
                 rows.append({"sae": lb, "architecture": arch, "knob": knob, "seed": seed} | metrics)
-                tensors, scfg = saelens_export(module.sae, arch, j, source.scale, {
+                tensors, scfg = saelens_export(module.sae, j, source.scale, {
                     "hook_name": f"{cfg.study}/{cfg.instance}/{cfg.layer}", "monosem_sae": name, "monosem_label": lb,
                     "architecture": arch, knob_name(arch): knob, "seed": seed, "input_scale_folded": source.scale})
                 folder = staged / lb
@@ -109,7 +106,7 @@ def main(name: str) -> None:
         seconds = time.perf_counter() - start
 
         targets = [true_l0 * f for f in (0.5, 1, 2)]
-        table = matched_l0_table(rows, targets, TABLE_METRICS)
+        table = matched_l0_table(rows, targets)
         claims = gated_claims(name, rows)
         write_json(out / "measured.json", {"sae": name, "study": cfg.study, "instance": cfg.instance, "layer": cfg.layer,
                                            "latents": cfg.latents, "true_l0": true_l0, "input_scale": source.scale,

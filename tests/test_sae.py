@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from monosem.sae import BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, TopKSAE, build_sae, input_scale
+from monosem.sae import (ARCHITECTURES, BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, ReluWeightedSAE, TopKSAE,
+                         build_sae, input_scale)
+from monosem.sae.base import data_centre
 from monosem.sae_metrics import best_matches, ground_truth_metrics, mcc, reconstruction_metrics
 
 
@@ -27,7 +29,7 @@ def test_relu_sae_loss_by_hand_plain_and_decoder_norm_weighted():
     loss, parts = plain.loss(X, torch.tensor([0.1]))  # f = [1, 0], x̂ = [1, 0]
     assert parts["mse"].item() == pytest.approx(0.0625) and parts["sparsity"].item() == pytest.approx(1.0)
     assert loss.item() == pytest.approx(0.0625 + 0.1)
-    weighted = _set(ReluSAE(1, 2, 2, weighted=True), W_enc=[[[1, 0], [0, 1]]], b_enc=[[0, -0.5]],
+    weighted = _set(ReluWeightedSAE(1, 2, 2), W_enc=[[[1, 0], [0, 1]]], b_enc=[[0, -0.5]],
                     W_dec=[[[2, 0], [0, 1]]])
     loss, parts = weighted.loss(X, torch.tensor([0.1]))  # x̂ = [2, 0]; sparsity f·‖d‖ = 2
     assert parts["mse"].item() == pytest.approx(1 + 0.0625) and parts["sparsity"].item() == pytest.approx(2.0)
@@ -58,15 +60,23 @@ def test_gated_sae_by_hand_and_equal_to_a_jumprelu():
     assert torch.allclose(sae.encode(x), torch.relu(z) * (z > theta[:, None]).float(), atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,detached", [("paper", True), ("weighted", False)])
-def test_gated_auxiliary_term_detaches_the_decoder_only_in_paper_mode(mode, detached):
+@pytest.mark.parametrize("arch,detached", [("gated", True), ("gated_weighted", False)])
+def test_gated_auxiliary_term_detaches_the_decoder_only_in_paper_mode(arch, detached):
     g = torch.Generator().manual_seed(1)
-    sae = GatedSAE(1, 4, 6, mode=mode)
+    sae = build_sae(arch, 1, 4, 6)
     sae.init_instance(0, seed=0)
     x = torch.randn(1, 32, 4, generator=g)
     _, parts = sae.loss(x, torch.tensor([0.1]))
     grad = torch.autograd.grad(parts["aux"].sum(), sae.W_dec, allow_unused=True)[0]
     assert (grad is None or not grad.any()) == detached
+
+
+def test_dead_latents_are_counted_once_on_the_sae():
+    sae = build_sae("relu", 1, 2, 3)
+    sae.dead_after = 2
+    for fired in ([True, False, False], [False, True, False], [False, True, False]):
+        sae.track(torch.tensor([fired]))
+    assert sae.since_fired.tolist() == [[2, 0, 3]] and sae.dead().tolist() == [[True, False, True]]
 
 
 def test_topk_keeps_the_k_largest_per_sample_with_k_per_instance():
@@ -76,18 +86,33 @@ def test_topk_keeps_the_k_largest_per_sample_with_k_per_instance():
     assert torch.equal(out, torch.tensor([[[3.0, 0.0, 2.0, 0.0]], [[0.0, 0.0, 0.5, 0.0]]]))
 
 
-def test_auxk_decodes_dead_latents_without_the_bias_against_the_detached_residual():
-    sae = _set(TopKSAE(1, 2, 2, k_aux=1, dead_after=1), W_enc=[[[1, 0], [0, 1]]], W_dec=[[[1, 0], [0, 1]]],
-               b_dec=[[0.0, 0.0]])
+def test_auxk_decodes_dead_latents_without_the_bias_normalised_by_the_residual_variance():
+    sae = _set(TopKSAE(1, 2, 2, k_aux=1), W_enc=[[[1, 0], [0, 1]]], W_dec=[[[1, 0], [0, 1]]], b_dec=[[0.0, 0.0]])
+    sae.dead_after = 1
     sae.since_fired.fill_(5)  # both dead
-    x = torch.tensor([[[1.0, 0.5]]])
-    x_hat = torch.tensor([[[1.0, 0.0]]])  # residual e = [0, 0.5]; top-1 dead pre-activation is latent 0 (1.0)
+    x = torch.tensor([[[1.0, 0.5], [1.0, -0.5]]])
+    x_hat = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # e = [0, ±0.5]; each sample's top-1 dead latent is 0 (1.0)
     aux = sae.aux_loss(x, x - x_hat)
-    assert aux.item() == pytest.approx((1 / 32) * (1.0 + 0.25))  # ‖[0, 0.5] − [1, 0]‖²
+    # ê = [1, 0] for both: E‖e − ê‖² = 1.25; ē = 0, E‖e − ē‖² = 0.25 (OpenAI's normalized_mse)
+    assert aux.item() == pytest.approx((1 / 32) * 1.25 / 0.25)
+    # e = [0, ±1.5], ê still [1, 0]: (1 + 2.25) / 2.25
+    assert sae.aux_loss(x, 3 * (x - x_hat)).item() == pytest.approx((1 / 32) * 3.25 / 2.25)
     _set(sae, b_dec=[[5.0, 5.0]], b_enc=[[5.0, 5.0]])  # ê leaves b_dec out: the same pre-activations, the same term
     assert sae.aux_loss(x, x - x_hat).item() == pytest.approx(aux.item())
+    assert sae.aux_loss(x[:, :1], (x - x_hat)[:, :1]).item() == 0  # a residual without variance: no term
     fresh = TopKSAE(1, 2, 2)
     assert fresh.aux_loss(x, x - x_hat).item() == 0  # no dead latent, no auxiliary term
+
+
+def test_the_data_centre_is_zero_the_mean_or_the_geometric_median():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])  # collinear: the geometric median is the median
+    assert data_centre(x, "zero").tolist() == [0.0, 0.0]
+    assert data_centre(x, "mean").tolist() == pytest.approx([11 / 3, 0.0])
+    assert data_centre(x, "geometric_median").tolist() == pytest.approx([1.0, 0.0], abs=1e-4)
+    # an equilateral triangle's Fermat point is its centroid; batched over a leading axis
+    tri = torch.tensor([[1.0, 0.0], [-0.5, 3 ** 0.5 / 2], [-0.5, -(3 ** 0.5) / 2]])
+    both = data_centre(torch.stack([tri, tri + 2]), "geometric_median")
+    assert torch.allclose(both, torch.tensor([[0.0, 0.0], [2.0, 2.0]]), atol=1e-4)
 
 
 def test_batchtopk_keeps_k_times_batch_over_the_batch_and_learns_its_threshold():
@@ -119,14 +144,14 @@ def test_jumprelu_straight_through_gradients_by_hand():
 
 def test_every_architecture_trains_a_step_and_initialises_like_a_single_model():
     x = torch.randn(3, 64, 8, generator=torch.Generator().manual_seed(2))
-    for arch in ("relu", "relu_weighted", "gated", "gated_weighted", "topk", "batchtopk", "jumprelu"):
+    for arch in ARCHITECTURES:
         sae = build_sae(arch, 3, 8, 16)
         alone = build_sae(arch, 1, 8, 16)
         for i in range(3):
             sae.init_instance(i, seed=i)
         alone.init_instance(0, seed=2)
         assert torch.equal(sae.W_dec[2], alone.W_dec[0]) and torch.equal(sae.W_enc[2], sae.W_dec[2])
-        coeff = torch.tensor([4, 4, 4]) if "topk" in arch else torch.tensor([0.1, 0.1, 0.1])
+        coeff = torch.tensor([4, 4, 4]) if sae.knob == "k" else torch.tensor([0.1, 0.1, 0.1])
         loss, _ = sae.loss(x, coeff)
         loss.sum().backward()
         assert torch.isfinite(loss).all() and sae.W_enc.grad.abs().sum() > 0, arch
@@ -141,6 +166,9 @@ def test_reconstruction_metrics_by_hand():
     assert m["explained_variance"] == pytest.approx(1 - 0.25 / 0.5) and m["nmse"] == pytest.approx(0.5)
     assert m["shrinkage_gamma"] == pytest.approx(0.5) and m["l2_ratio"] == pytest.approx(0.5)
     assert m["l0"] == pytest.approx(1.5) and m["dead_fraction"] == 0
+    empty = reconstruction_metrics(torch.cat([x, torch.zeros(2, 2)]), torch.cat([x_hat, torch.full((2, 2), 0.1)]),
+                                   torch.cat([f, torch.zeros(2, 3)]))
+    assert empty["l2_ratio"] == pytest.approx(0.5)  # the empty samples (x = 0) have no ratio: skipped
 
 
 def test_ground_truth_metrics_on_a_duplicate_and_a_missing_feature():
@@ -207,7 +235,7 @@ def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes
     coeff = torch.tensor([2, 3, 7]) if arch == "topk" else torch.tensor([0.01, 0.1, 0.3])
     if arch == "topk":
         plain.k.copy_(coeff)
-        plain.since_fired[:, ::4] = plain.dead_after  # dead latents: the AuxK term too
+        plain.since_fired[:, ::4] = plain.dead_after  # dead latents: the AuxK term too (tracked by the trainer)
     fused.load_state_dict(plain.state_dict())
     plain.fused = False
     x = torch.randn(3, 40, 8, generator=g)
@@ -221,7 +249,7 @@ def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes
     for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
     if arch == "topk":
-        assert torch.equal(plain.since_fired, fused.since_fired) and p_f["aux"].gt(0).all()
+        assert p_f["aux"].gt(0).all()
 
 
 def test_the_fused_topk_selection_keeps_the_k_largest_and_splits_ties_by_index():

@@ -10,10 +10,13 @@ from monosem.config import SaeTrain, parse_params
 from monosem.errors import ParamsError
 from monosem.training import fit
 from monosem.models import ToyModels
-from monosem.sae import ARCHITECTURES, build_sae, saelens_export
-from monosem.sae_eval import at_l0, gated_claims, matched_l0_table, measure_saes, splice_losses
-from monosem.sae_lit import Activations, SAEStudyModule, eval_features
-from monosem.worlds import generate_world
+from monosem.plots_sae import style, sweep_panels
+from monosem.sae import ARCHITECTURES, SAE, build_sae, saelens_export
+from monosem.sae.base import data_centre
+from monosem.sae_eval import (at_l0, gated_claims, matched_l0_markdown, matched_l0_table, measure_saes,
+                              splice_losses)
+from monosem.sae_lit import B_DEC_SAMPLES, Activations, SAEStudyModule, eval_features
+from monosem.worlds import generate_world, generator
 
 from monosem.config import World
 
@@ -48,7 +51,7 @@ def test_activations_scale_to_unit_mean_square_and_truth_is_the_single_feature_r
 @pytest.mark.parametrize("arch", ["relu", "gated", "topk", "batchtopk", "jumprelu"])
 def test_a_batched_sae_trains_exactly_as_it_would_alone(world, arch):
     src = Activations(world, None, "input", world.eval_f)
-    knobs = [2, 3] if arch in ("topk", "batchtopk") else [0.01, 0.1]
+    knobs = [2, 3] if ARCHITECTURES[arch].knob == "k" else [0.01, 0.1]
     both = SAEStudyModule(src, world.probs, arch, knobs, [0, 1], 12, TRAIN)
     alone = SAEStudyModule(src, world.probs, arch, knobs[1:], [1], 12, TRAIN)  # the point (knobs[1], seed 1)
     fit(both, progress=False)
@@ -65,6 +68,64 @@ def test_sparsity_and_learning_rate_warm_up_linearly(world):
     assert module.coefficient(9).item() == pytest.approx(0.2) and module.coefficient(30).item() == pytest.approx(0.2)
     k = SAEStudyModule(Activations(world, None, "input", world.eval_f), world.probs, "topk", [3], [0], 4, TRAIN)
     assert k.coefficient(0).tolist() == [3.0] and k.sae.k.tolist() == [3]
+
+
+@pytest.mark.parametrize("arch,beta1,b_dec", [("relu", 0.9, "geometric_median"), ("relu_weighted", 0.9, "zero"),
+                                               ("gated", 0.0, "zero"), ("topk", 0.9, "geometric_median"),
+                                               ("batchtopk", 0.9, "geometric_median"), ("jumprelu", 0.0, "zero")])
+def test_adam_beta1_and_b_dec_init_are_each_architectures_own_and_overridable(world, arch, beta1, b_dec):
+    src = Activations(world, None, "input", world.eval_f)
+    knobs = [2] if ARCHITECTURES[arch].knob == "k" else [0.1]
+
+    def check(train, beta1, how):
+        module = SAEStudyModule(src, world.probs, arch, knobs, [0, 1], 12, train)
+        assert module.configure_optimizers().param_groups[0]["betas"] == (beta1, 0.999)
+        sample = torch.stack([src(world.sample(B_DEC_SAMPLES, generator(world.cfg.seed, s, "sae-b-dec"), world.probs))
+                              for s in (0, 1)])  # each seed's own draw
+        assert torch.allclose(module.sae.b_dec, data_centre(sample, how), atol=1e-6)
+        assert (how == "zero") == (not module.sae.b_dec.any())
+
+    check(TRAIN, beta1, b_dec)
+    check(TRAIN.model_copy(update={"beta1": 0.5, "b_dec_init": "mean"}), 0.5, "mean")
+
+
+class _TestRelu(SAE):
+    """A test-only architecture: a ReLU SAE with a plain L1 penalty and a free decoder."""
+
+    name, saelens, style = "test_relu", "standard", ("tab:brown", "v")
+
+    def encode(self, x):
+        return torch.relu(self.pre(x))
+
+    def loss(self, x, coeff):
+        f, x_hat = self(x)
+        mse, l1 = (x - x_hat).pow(2).sum(-1).mean(-1), f.sum(-1).mean(-1)
+        return mse + coeff * l1, {"mse": mse, "sparsity": l1, "l0": (f != 0).sum(-1).float().mean(-1),
+                                  "fired": (f != 0).any(1)}
+
+
+def test_an_architecture_registered_in_a_test_trains_measures_exports_and_reports(world, monkeypatch, tmp_path):
+    import copy
+    monkeypatch.setitem(ARCHITECTURES, _TestRelu.name, _TestRelu)  # the one registration line
+    params = copy.deepcopy(SAE_PARAMS)
+    params["saes"]["A"]["architectures"] = {"test_relu": [0.01, 0.1]}
+    parse_params(params)  # the params check knows it (and its knob: λ > 0)
+    with pytest.raises(ParamsError, match="test_relu"):
+        parse_params(params | {"saes": {"A": params["saes"]["A"] | {"architectures": {"test_relu": [-1.0]}}}})
+    src = Activations(world, _model(), "input", world.eval_f)
+    module = SAEStudyModule(src, world.probs, "test_relu", [0.01, 0.1], [0], 12, TRAIN)
+    fit(module, progress=False)
+    assert len(module.curves.values["dead_fraction"]) == len(module.curves.steps) >= 4
+    rows = [{"sae": f"t{i}", "architecture": "test_relu", "knob": k, "seed": s} | m
+            for i, ((k, s), m) in enumerate(zip(module.points, measure_saes(module.sae, src, world.eval_f)))]
+    table = matched_l0_table(rows, [rows[0]["l0"]])
+    assert table[0]["explained_variance"] == pytest.approx(rows[0]["explained_variance"])
+    assert matched_l0_markdown(table)[2].startswith(f"| test_relu | {rows[0]['l0']:.2f} | ")
+    tensors, cfg = saelens_export(module.sae, 1, src.scale, {})
+    assert cfg["architecture"] == "standard" and set(tensors) == {"W_enc", "W_dec", "b_dec", "b_enc"}
+    assert style("test_relu") == ("tab:brown", "v")
+    sweep_panels(rows, [("mcc", "MCC", None)], "test", tmp_path / "p.png")
+    assert (tmp_path / "p.png").exists()
 
 
 def _saelens_encode(arch: str, t: dict, cfg: dict, x: torch.Tensor) -> torch.Tensor:
@@ -91,13 +152,12 @@ def test_the_saelens_export_folds_the_input_scale_and_encodes_raw_activations_th
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
         if arch == "jumprelu":
             sae.theta.abs_()
-        if arch in ("topk", "batchtopk"):
-            sae.k.copy_(torch.tensor([2, 3]))
+        sae.set_knobs(torch.tensor([2, 3]))
         if arch == "batchtopk":
             sae.theta.copy_(torch.tensor([0.2, 0.3]))
     sae.eval()
     scale, raw = 0.37, torch.randn(1, 50, 6, generator=g) * 3
-    t, cfg = saelens_export(sae, arch, 1, scale, {"hook_name": "h"})
+    t, cfg = saelens_export(sae, 1, scale, {"hook_name": "h"})
     ours = sae.encode((raw * scale).expand(2, -1, -1))[1]
     theirs = _saelens_encode(cfg["architecture"], t, cfg, raw[0])
     assert cfg["d_in"] == 6 and cfg["d_sae"] == 10 and t["W_enc"].shape == (6, 10) and t["W_dec"].shape == (10, 6)

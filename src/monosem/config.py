@@ -209,14 +209,21 @@ def _apply(study: Study, point: dict[str, Any]) -> tuple[DataCfg, ModelCfg, Trai
     return DataCfg(**sections["data"]), ModelCfg(**sections["model"]), TrainCfg(**sections["train"])
 
 
-SAE_ARCHITECTURES = ("relu", "relu_weighted", "gated", "gated_weighted", "topk", "batchtopk", "jumprelu")
-K_ARCHITECTURES = ("topk", "batchtopk")  # swept over k; the others over their sparsity coefficient λ
+def _sae_architecture(name: str):
+    """The registered SAE class of an architecture name (the registry imported here, not at config's import:
+    it brings torch)."""
+    from .sae.registry import architecture
+
+    return architecture(name)
 
 
 class SaeTrain(_Strict):
     steps: int = Field(ge=2)
     batch_size: int = Field(ge=1)
-    lr: float = Field(default=1e-3, gt=0, description="Adam's learning rate, β = (0.9, 0.999)")
+    lr: float = Field(default=1e-3, gt=0, description="Adam's learning rate, β2 = 0.999")
+    beta1: float | None = Field(default=None, ge=0, lt=1, description="Adam's β1; default each architecture's own")
+    b_dec_init: Literal["zero", "mean", "geometric_median"] | None = Field(
+        default=None, description="b_dec's initial value from the data; default each architecture's own")
     lr_warmup_steps: int = Field(default=0, ge=0, description="the rate rises linearly from 0 over these steps")
     sparsity_warmup_steps: int = Field(default=0, ge=0, description="λ rises linearly from 0 over these steps")
     dead_after: int = Field(default=1000, ge=1, description="steps without firing after which a latent is dead")
@@ -231,8 +238,8 @@ class SaeStudy(_Strict):
     world: str = Field(description="the study's world (named here for DVC's dependency; checked)")
     layer: Literal["input", "hidden"] = Field(description="input: x = P·f; hidden: the model's hidden layer")
     latents: int = Field(ge=1, description="dictionary size m")
-    architectures: dict[Literal[SAE_ARCHITECTURES], list[float]] = Field(
-        min_length=1, description="each architecture's sweep of λ (k for topk and batchtopk)")
+    architectures: dict[str, list[float]] = Field(
+        min_length=1, description="each registered architecture's sweep of λ (k for those swept over k)")
     seeds: list[int] = Field(min_length=1)
     train: SaeTrain
     n_eval: int = Field(default=8192, ge=2, description="held-out activations the metrics use")
@@ -334,15 +341,17 @@ def _check_saes(params: Params) -> None:
                               f"allowed: {labels}")
         for arch, values in sae.architectures.items():
             at = f"{where}.architectures.{arch}"
+            try:
+                cls = _sae_architecture(arch)
+            except KeyError as e:
+                raise ParamsError(f"{at}: {e.args[0]}") from None
             if not values:
                 raise ParamsError(f"{at} = []: a sweep needs at least one value")
             if len(set(values)) != len(values):
                 raise ParamsError(f"{at} = {values}: values must be distinct")
             for i, v in enumerate(values):
-                if arch in K_ARCHITECTURES and not (v == int(v) and 1 <= v <= sae.latents):
-                    raise ParamsError(f"{at}[{i}] = {v:g}: k must be an integer in [1, latents = {sae.latents}]")
-                if arch not in K_ARCHITECTURES and not v > 0:
-                    raise ParamsError(f"{at}[{i}] = {v:g}: λ must be > 0")
+                if (problem := cls.check_knob(v, sae.latents)) is not None:
+                    raise ParamsError(f"{at}[{i}] = {problem}")
         if len(set(sae.seeds)) != len(sae.seeds):
             raise ParamsError(f"{where}.seeds = {sae.seeds}: seeds must be distinct")
 

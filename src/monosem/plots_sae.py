@@ -9,11 +9,13 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .plots import save_figure, plt
+from .sae import ARCHITECTURES
 from .sae_eval import by_architecture
 
-STYLE = {"relu": ("tab:blue", "o"), "relu_weighted": ("tab:cyan", "o"), "gated": ("tab:red", "s"),
-         "gated_weighted": ("tab:orange", "s"), "topk": ("tab:green", "^"), "batchtopk": ("tab:olive", "^"),
-         "jumprelu": ("tab:purple", "D")}
+
+def style(arch: str) -> tuple[str, str]:
+    """An architecture's colour and marker (its class's `style`; black crosses for an unknown name)."""
+    return ARCHITECTURES[arch].style if arch in ARCHITECTURES else ("black", "x")
 
 
 def sweep_panels(rows: list[dict], panels: list[tuple[str, str, float | None]], title: str, path: str | Path,
@@ -24,7 +26,7 @@ def sweep_panels(rows: list[dict], panels: list[tuple[str, str, float | None]], 
         for arch, pts in by_architecture(rows, metric).items():
             if not pts:
                 continue
-            colour, marker = STYLE.get(arch, ("black", "x"))
+            colour, marker = style(arch)
             l0, mean, lo, hi = zip(*pts)
             ax.plot(l0, mean, marker=marker, color=colour, label=arch, ms=4, lw=1.3)
             ax.fill_between(l0, lo, hi, color=colour, alpha=0.18, lw=0)
@@ -51,7 +53,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: str | Path) -> None:
     keys = [("mse", "training MSE (E‖x‖² = 1)"), ("l0", "training L0"), ("dead_fraction", "dead fraction")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for label, df in curves.groupby("sae", sort=False):
-        colour, _ = STYLE.get(df["architecture"].iloc[0], ("black", "x"))
+        colour, _ = style(df["architecture"].iloc[0])
         for ax, (k, _) in zip(axes, keys):
             ax.plot(df["step"], df[k], color=colour, lw=0.7, alpha=0.6)
     for ax, (k, name) in zip(axes, keys):
@@ -60,7 +62,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: str | Path) -> None:
         ax.set_ylabel(name)
         if k != "dead_fraction":
             ax.set_yscale("log")
-    handles = [plt.Line2D([], [], color=STYLE.get(a, ("black",))[0], label=a) for a in curves["architecture"].unique()]
+    handles = [plt.Line2D([], [], color=style(a)[0], label=a) for a in curves["architecture"].unique()]
     axes[0].legend(handles=handles, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -128,14 +128,33 @@ def at_l0(points: list[tuple[float, ...]], target: float) -> float:
     return float(np.interp(math.log(target), xs, ys))
 
 
-def matched_l0_table(rows: list[dict], targets: list[float], metrics: tuple[str, ...]) -> list[dict]:
-    """One row per architecture × target L0, each metric interpolated there (NaN where the sweep does not reach)."""
+# The matched-L0 table's columns (metric, label, digits): the SAE stage computes these, the report shows them.
+MATCHED_L0_COLUMNS = (("explained_variance", "explained var.", 3), ("mcc", "MCC", 3), ("f1", "F1", 3),
+                      ("recovered_at_0.9", "recovered ≥0.9", 3), ("shrinkage_gamma", "γ", 3),
+                      ("magnitude_ratio", "magnitude ratio", 3), ("dead_fraction", "dead", 3),
+                      ("loss_recovered", "toy loss recovered", 3))
+
+
+def matched_l0_table(rows: list[dict], targets: list[float], metrics: tuple[str, ...] | None = None) -> list[dict]:
+    """One row per architecture × target L0, each metric (default: MATCHED_L0_COLUMNS') interpolated there (NaN
+    where the sweep does not reach)."""
     table = []
+    metrics = metrics or tuple(m for m, _, _ in MATCHED_L0_COLUMNS)
     curves = {m: by_architecture(rows, m) for m in metrics}
     for arch in curves[metrics[0]]:
         for t in targets:
             table.append({"architecture": arch, "l0": t} | {m: at_l0(curves[m][arch], t) for m in metrics})
     return table
+
+
+def matched_l0_markdown(table: list[dict]) -> list[str]:
+    """The matched-L0 table as markdown lines (– where a value is missing or NaN)."""
+    cols = MATCHED_L0_COLUMNS
+    lines = ["| architecture | L0 | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for row in table:
+        cells = [("–" if row.get(k) is None or row[k] != row[k] else f"{row[k]:.{d}f}") for k, _, d in cols]
+        lines.append(f"| {row['architecture']} | {row['l0']:.2f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # --- the Gated SAE paper's claims (Rajamanoharan et al. 2024a), on each SAE study that trains both -----------

@@ -1,4 +1,4 @@
-"""The SAE losses that train on the CPU by hand (`sae.ReluSAE.loss`, `sae.TopKSAE.loss` use them there; the
+"""The SAE losses that train on the CPU by hand (`sae.relu.ReluSAE.loss`, `sae.topk.TopKSAE.loss` use them there; the
 plain ones run under autograd elsewhere and in the tests that pin these to them). Each computes its gradients
 in the forward pass and hands them to autograd as the gradients of the per-instance loss.
 """

@@ -1,4 +1,4 @@
-"""Numba kernels of the TopK SAE's training step on the CPU (`sae.TopKSAE.loss` uses them there).
+"""Numba kernels of the TopK SAE's training step on the CPU (`sae.topk.TopKSAE.loss` uses them there).
 
 Only the encoder's matmul is dense; everything after it touches k latents per sample, so it is written per
 sample: select the k largest pre-activations, decode them, take the squared error and its gradient with

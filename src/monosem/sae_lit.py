@@ -4,9 +4,13 @@ As the toy models: fresh activations every step from one seeded stream per seed 
 the same samples, whatever their architecture or λ: common random numbers), each instance the same as an SAE
 trained alone (Adam is elementwise and the summed loss gives each instance only its own gradient).
 
-Loop per step: sparsity coefficient warmed up linearly (λ·min(1, t/T_λ)); learning rate warmed up linearly;
-gradients of unit-norm decoders projected off the atoms before the step and the atoms renormalised after it
-(`SAE.project_grad`, `SAE.constrain`). No gradient clipping (SAELens clips at 1.0; the papers do not say).
+Loop per step: sparsity coefficient warmed up linearly (λ·min(1, t/T_λ); `SAE.coefficient`: k is not); learning
+rate warmed up linearly; gradients of unit-norm decoders projected off the atoms before the step and the atoms
+renormalised after it (`SAE.project_grad`, `SAE.constrain`); the latents that fired counted once, on the SAE
+(`SAE.track`: AuxK and the dead-fraction curve read it). No gradient clipping (SAELens and dictionary_learning
+clip at norm 1; the papers do not say). Adam's β1 and b_dec's initial value are the architecture's own (on its
+class) unless `SaeTrain.beta1` / `SaeTrain.b_dec_init` set them; b_dec's centre is taken on B_DEC_SAMPLES
+activations per seed from a stream of their own (the training stream stays the same).
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import K_ARCHITECTURES, SaeTrain
+from .config import SaeTrain
 from .training import ChunkedSteps, Curves, log_steps
-from .sae import TopKSAE, build_sae
+from .sae import build_sae
+from .sae.base import data_centre
 from .sae_eval import Activations  # noqa: F401  (its home is sae_eval: the report reads it without Lightning)
 from .worlds import WorldData, derive_seed, generator
 
 SAE_CURVES = ("mse", "l0", "dead_fraction")
+B_DEC_SAMPLES = 4096
 
 
 class SAEStudyModule(ChunkedSteps):
@@ -32,23 +38,33 @@ class SAEStudyModule(ChunkedSteps):
         self.seeds, self.steps = list(seeds), train.steps
         n = source(torch.zeros(1, 1, source.world.cfg.n_features, device=probs.device)).shape[-1]
         self.sae = build_sae(architecture, len(self.points), n, latents)
-        if isinstance(self.sae, TopKSAE):
-            self.sae.dead_after = train.dead_after
-            self.sae.k.copy_(torch.tensor([int(k) for k, _ in self.points]))
-        for i, (_, seed) in enumerate(self.points):
-            self.sae.init_instance(i, seed)
+        self.sae.dead_after = train.dead_after
         self.register_buffer("knob", torch.tensor([k for k, _ in self.points], dtype=torch.float32))
         self.register_buffer("seed_idx", torch.tensor([seeds.index(s) for _, s in self.points]))
-        self.register_buffer("since_fired", torch.zeros(len(self.points), latents, dtype=torch.long))
+        self.sae.set_knobs(self.knob)
+        for i, (_, seed) in enumerate(self.points):
+            self.sae.init_instance(i, seed)
         self.probs = probs
+        self._init_b_dec(train.b_dec_init or self.sae.b_dec_init)
         self.record_at = set(log_steps(self.steps, train.log_points))
         self.curves = Curves(values={k: [] for k in SAE_CURVES})
         self.start_step = self.done = 0
         self.automatic_optimization = False
 
+    @torch.no_grad()
+    def _init_b_dec(self, how: str) -> None:
+        """b_dec at the centre ("zero", "mean", "geometric_median") of each seed's own sample of activations."""
+        if how == "zero":
+            return
+        world = self.source.world
+        x = torch.stack([self.source(world.sample(B_DEC_SAMPLES, generator(world.cfg.seed, s, "sae-b-dec"),
+                                                  self.probs.to(world.P.device))) for s in self.seeds])
+        self.sae.b_dec.copy_(data_centre(x, how)[self.seed_idx].to(self.sae.b_dec))
+
     def configure_optimizers(self):
+        beta1 = self.sae.beta1 if self.cfg.beta1 is None else self.cfg.beta1
         # fused: one pass over each parameter (torch's for-loop Adam makes ten); the same update up to rounding
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), fused=True)
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr, betas=(beta1, 0.999), fused=True)
         return self.optimizer
 
     def on_train_start(self) -> None:
@@ -60,11 +76,9 @@ class SAEStudyModule(ChunkedSteps):
         self._n = 0
 
     def coefficient(self, step: int) -> Tensor:
-        """The sparsity knob at `step`: k as given; λ warmed up linearly over sparsity_warmup_steps."""
-        if self.architecture in K_ARCHITECTURES:
-            return self.knob
+        """The sparsity knob at `step`: λ warmed up linearly over sparsity_warmup_steps (k as given)."""
         warm = self.cfg.sparsity_warmup_steps
-        return self.knob * (min(1.0, (step + 1) / warm) if warm else 1.0)
+        return self.sae.coefficient(self.knob, min(1.0, (step + 1) / warm) if warm else 1.0)
 
     def _step(self, step: int, opt) -> None:
         f = torch.stack([self.source.world.sample(self.cfg.batch_size, g, self.probs) for g in self.gens])
@@ -78,12 +92,12 @@ class SAEStudyModule(ChunkedSteps):
         opt.step()
         self.sae.constrain()
         with torch.no_grad():
-            self.since_fired.copy_(torch.where(parts["fired"], 0, self.since_fired + 1))
+            self.sae.track(parts["fired"])
             self._sums += torch.stack([parts["mse"].detach(), parts["l0"]])
             self._n += 1
         if step + 1 in self.record_at:
             mse, l0 = (self._sums / self._n).cpu()
-            dead = (self.since_fired >= self.cfg.dead_after).float().mean(-1).cpu()
+            dead = self.sae.dead().float().mean(-1).cpu()
             self.curves.steps.append(step + 1)
             for k, v in zip(SAE_CURVES, (mse, l0, dead)):
                 self.curves.values[k].append(v)

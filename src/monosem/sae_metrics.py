@@ -4,7 +4,9 @@ Reconstruction (x, x̂: (samples, n); f: (samples, m)):
   L0 = mean number of active latents; explained variance = 1 − E‖x − x̂‖² / Σ_d Var(x_d) (the conventional R²,
   SAELens PR #443); normalised MSE = E‖x − x̂‖² / E‖x − Ex‖² (Gao et al.; = 1 − explained variance);
   dead fraction = latents that never fire on the samples; relative reconstruction bias
-  γ = E‖x̂‖² / E[x·x̂] (Rajamanoharan et al. Eq. 10; < 1 is shrinkage); l2 ratio = E[‖x̂‖/‖x‖].
+  γ = E‖x̂‖² / E[x·x̂] (Rajamanoharan et al. Eq. 10; < 1 is shrinkage); l2 ratio = E[‖x̂‖/‖x‖] over the samples
+  with x ≠ 0 only (the toy inputs are often empty: x = 0 has no ratio, and clamping ‖x‖ made it ≈ 1e10; NaN
+  when every sample is empty).
 Ground truth (decoder atoms D: (m, n), true directions G: (g, n), coefficients c: (samples, g)):
   MMCS G→D = mean_g max_d cos(g, d) (Sharkey et al.) and D→G; recovery at τ = share of true features with
   max cos ≥ τ; MCC = mean |cos| over a one-to-one matching maximising the total (scipy's
@@ -38,7 +40,7 @@ def reconstruction_metrics(x: Tensor, x_hat: Tensor, f: Tensor) -> dict[str, flo
         "mse": float(err),
         "dead_fraction": float((f != 0).sum(0).eq(0).double().mean()),
         "shrinkage_gamma": float(x_hat.pow(2).sum(-1).mean() / (x * x_hat).sum(-1).mean()),
-        "l2_ratio": float((x_hat.norm(dim=-1) / x.norm(dim=-1).clamp(min=1e-12)).mean()),
+        "l2_ratio": float((x_hat.norm(dim=-1) / x.norm(dim=-1))[x.norm(dim=-1) > 0].mean()),
     }
 
 

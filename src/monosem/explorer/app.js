@@ -281,7 +281,7 @@ function saeScatter(id, a, rows, panels, highlight) {
     traces.push({ type: "scatter", mode: "markers", name: arch, legendgroup: arch, showlegend: p === 0, xaxis: `x${p + 1}`, yaxis: `y${p + 1}`,
       x: rs.map((r) => r.l0), y: rs.map((r) => r[metric]), marker: { color: PALETTE[i % PALETTE.length], size: rs.map((r) => (r.sae === highlight ? 16 : 8)),
         line: { width: rs.map((r) => (r.sae === highlight ? 2 : 0)), color: "#000" } }, customdata: rs.map((r) => [r.sae, r.knob, r.seed, r.explained_variance, r.mcc]),
-      hovertemplate: `${arch} ${a.knob(arch)} %{customdata[1]} seed %{customdata[2]}<br>L0 %{x:.3g}<br>EV %{customdata[3]:.4f}<br>MCC %{customdata[4]:.4f}`
+      hovertemplate: `${arch} ${knobLabel(a, arch)} %{customdata[1]} seed %{customdata[2]}<br>L0 %{x:.3g}<br>EV %{customdata[3]:.4f}<br>MCC %{customdata[4]:.4f}`
         + `<br>${LABELS[metric] || metric} %{y:.4f}<extra></extra>` });
   }));
   const layout = { grid: { rows: 1, columns: panels.length, pattern: "independent" }, hovermode: "closest",
@@ -296,10 +296,10 @@ function saeScatter(id, a, rows, panels, highlight) {
     go(["sae", a.name, ev.points[0].customdata[0]])));
 }
 
-const knobName = (arch) => (["topk", "batchtopk"].includes(arch) ? "k" : "λ");
+const knobLabel = (a, arch) => (a.knobs[arch] === "lambda" ? "λ" : a.knobs[arch]);  // each architecture's sweep knob
 
 function saesPage(main, [name]) {
-  const a = Object.assign({ knob: knobName }, saeStudy(name)), rows = objects(a.rows);
+  const a = saeStudy(name), rows = objects(a.rows);
   const claims = MONOSEM.data.index.claims.filter((c) => (c.studies || []).includes(name));
   main.append(h("h1", {}, `SAEs: ${name}`), h("p", { class: "facts" }, `${rows.length} SAEs with ${a.latents} latents on the ${a.layer} layer of `,
     link(`${a.study} ${a.instance}`, ["model", a.study, a.instance]), `; true mean L0 ${fmt(a.true_l0)}.`),
@@ -312,10 +312,10 @@ function saesPage(main, [name]) {
 }
 
 async function saePage(main, [name, label]) {
-  const a = Object.assign({ knob: knobName }, saeStudy(name)), rows = objects(a.rows);
+  const a = saeStudy(name), rows = objects(a.rows);
   const r = rows.find((x) => x.sae === label) || fail(`no SAE ${label} in ${name}`), d = await load(r.page);
   const cos = matrix(d.cos);
-  main.append(h("h1", {}, `SAE ${label}`), h("p", { class: "facts" }, `${r.architecture}, ${knobName(r.architecture)} = ${r.knob}, seed ${r.seed}: `,
+  main.append(h("h1", {}, `SAE ${label}`), h("p", { class: "facts" }, `${r.architecture}, ${knobLabel(a, r.architecture)} = ${r.knob}, seed ${r.seed}: `,
     `L0 ${fmt(r.l0)}, explained variance ${fmt(r.explained_variance)}, MCC ${fmt(r.mcc)}, γ ${fmt(r.shrinkage_gamma)}, `,
     `magnitude ratio ${fmt(r.magnitude_ratio)}, dead ${fmt(r.dead_fraction)}. `, link(`All SAEs of ${name}`, ["saes", name])),
   plotDiv("cosine", 560), plotDiv("shrinkage", 380), h("h2", {}, "Matched pairs (the MCC's one-to-one matching)"),
