@@ -13,7 +13,7 @@ from report_mechanism import mechanism_inputs, mechanism_section
 
 from monosem import plots_regime, regime
 from monosem.artifacts import read_json, write_csv, write_json, write_text
-from monosem.claims import evaluate, with_verdict
+from monosem.claims import evaluate
 from monosem.families import family
 from monosem.stats import verdict
 from monosem.summary import cell
@@ -247,14 +247,13 @@ def main() -> None:
 
     interp, mech_figures = mechanism_inputs(  # the paper's neurons (the calibration is about the trick)
         [n for n, st in params.studies.items() if family(st.model.kind).paper_neurons and not n.startswith(CALIBRATION)])
-    claims = evaluate(studies, interp)
-    sae_sections = []
+    saes, sae_sections = {}, []
     for name, cfg in params.saes.items():
-        metrics = read_json(sae_dirs(name)[1] / "measured.json")
+        saes[name] = read_json(sae_dirs(name)[1] / "measured.json")
         for fig in SAE_FIGURES:
             shutil.copyfile(sae_dirs(name)[1] / "figures" / fig, REPORTS / "figures" / f"sae-{name}-{fig}")
-        claims += [with_verdict(c) for c in metrics["claims"]]  # an SAE stage older than the verdicts had none
-        sae_sections.append(sae_section(name, cfg, metrics))
+        sae_sections.append(sae_section(name, cfg, saes[name]))
+    claims = evaluate(studies, interp, saes)
     if sae_sections:
         sae_sections.insert(0, "## Sparse autoencoders\n\nDictionary learning on the toy models' activations, "
                                "scored against the true features (the Gated SAE paper's claims are in the table above).\n")

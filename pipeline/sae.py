@@ -18,7 +18,8 @@ from monosem.training import CurveSink, fit
 from monosem.models import models_from_states
 from monosem.plots_sae import sweep_panels, training_curves
 from monosem.sae import architecture, saelens_export
-from monosem.sae_eval import gated_claims, matched_l0_table, measure_saes
+from monosem.claims.gated import gated_claims
+from monosem.sae_eval import matched_l0_table, measure_saes
 from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
 from monosem.summary import compact, rounded, summarise
 from monosem.tracking import input_hash, lineage_tags

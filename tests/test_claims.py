@@ -201,9 +201,14 @@ def test_every_claim_carries_a_three_way_verdict_that_holds_agrees_with():
 
 
 def test_one_registry_lists_its_claims_family_by_family_and_refuses_an_unknown_family():
-    family = {c.judge({})["id"]: c.family for c in REGISTRY}
-    ids = [c["id"] for c in evaluate({})]
-    assert sorted(ids) == sorted(family) and len(family) == len(REGISTRY) and set(family.values()) == set(FAMILIES)
+    saes = {"S": {"saes": {}}}  # an SAE study without SAEs: its Gated claims, not run
+    family = {}
+    for c in REGISTRY:
+        judged = c.judge(saes if FAMILIES[c.family] == "saes" else {})
+        family |= {j["id"]: c.family for j in (judged if isinstance(judged, list) else [judged])}
+    ids = [c["id"] for c in evaluate({}, None, saes)]
+    assert sorted(ids) == sorted(family) and set(family.values()) == set(FAMILIES)
     assert [family[i] for i in ids] == sorted((family[i] for i in ids), key=list(FAMILIES).index)
+    assert [i for i in ids if family[i] == "gated"] == ["gated_less_shrinkage@S", "gated_half_l0@S", "gated_pareto@S"]
     with pytest.raises(ValueError, match="unknown claim family"):
-        register("gated")
+        register("sae")

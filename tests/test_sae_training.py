@@ -13,7 +13,8 @@ from monosem.models import ToyModels
 from monosem.plots_sae import style, sweep_panels
 from monosem.sae import ARCHITECTURES, SAE, build_sae, saelens_export
 from monosem.sae.base import data_centre
-from monosem.sae_eval import (at_l0, gated_claims, matched_l0_markdown, matched_l0_table, measure_saes,
+from monosem.claims.gated import gated_claims
+from monosem.sae_eval import (at_l0, matched_l0_markdown, matched_l0_table, measure_saes,
                               splice_losses)
 from monosem.sae_lit import B_DEC_SAMPLES, Activations, SAEStudyModule, eval_features
 from monosem.worlds import generate_world, generator

@@ -17,13 +17,14 @@ from ..stats import FAILS, HOLDS, NOT_RUN, UNSURE
 Studies = dict[str, dict]
 AS_HOLDS = {HOLDS: True, FAILS: False, UNSURE: None, NOT_RUN: None}
 
-# Family -> what its claims read: "studies" (measured studies by name) or "interp" (interpret summaries).
-FAMILIES = {"paper": "studies", "interventions": "studies", "tms": "studies", "mechanism": "interp"}
+# Family -> what its claims read: "studies" (measured studies by name), "interp" (interpret summaries) or "saes"
+# (the SAE studies' measured.json by name).
+FAMILIES = {"paper": "studies", "interventions": "studies", "tms": "studies", "mechanism": "interp", "gated": "saes"}
 
 
 class Claim(NamedTuple):
     family: str
-    judge: Callable[[dict], dict]
+    judge: Callable[[dict], dict | list[dict]]  # one claim, or one per study it judges
 
 
 REGISTRY: list[Claim] = []
