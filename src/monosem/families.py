@@ -237,7 +237,11 @@ for _fam in (Decoder(), TmsRelu(), TmsHidden(), Power()):
 
 
 for _plugin in filter(None, (m.strip() for m in os.environ.get("MONOSEM_PLUGINS", "").split(","))):
-    importlib.import_module(_plugin)  # registers its families (and SAE architectures)
+    try:
+        importlib.import_module(_plugin)  # registers its families (and SAE architectures)
+    except ImportError as err:
+        raise ImportError(f"MONOSEM_PLUGINS names {_plugin!r}, which cannot be imported (is its folder on "
+                          f"PYTHONPATH?): {err}") from err
 
 
 def family(kind: str) -> Family:
