@@ -32,13 +32,16 @@ def main(name: str) -> None:
     tracker.check()  # an unusable store fails the stage before it writes anything
     fam = family(instances[0].model.kind)
     if fam.tied:
-        return interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
-    sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out)
-    figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
+        figures = interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
+        analysed = "tied models"
+    else:
+        sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out)
+        figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
+        analysed = "models analysed"
     write_json(out / "figures.json", figures)  # the order the report shows them in
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
-    print(f"interpret@{name}: {len(instances)} models analysed, figures {', '.join(figures)} in {out}")
+    print(f"interpret@{name}: {len(instances)} {analysed}, figures {', '.join(figures)} in {out}")
 
 
 def analyse_models(name, study, instances, manifest, states, world, tracker, out) -> list:
@@ -126,9 +129,9 @@ def study_figures(name, study, instances, states, metrics, sfas, n, out) -> list
     return figures + ["sfa.png", "bias.png"]
 
 
-def interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out) -> None:
+def interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out) -> list[str]:
     """Tied models: a per-feature table for every model, and the study's superposition figures drawn from the
-    lowest-loss seed of each sweep point (TMS' best-of-K restarts)."""
+    lowest-loss seed of each sweep point (TMS' best-of-K restarts); returns the figures' file names, in order."""
     rows = metrics["instances"]
     eps = lambda inst: inst.data.eps or world.cfg.eps  # noqa: E731
     importance = world.importance
@@ -174,12 +177,9 @@ def interpret_tied(fam, name, instances, manifest, states, metrics, world, track
              for j in picks], [(eps(instances[j]), rows[instances[j].label]["dims_per_feature"]) for j in picks],
             f"{name}: feature dimensionality (lowest-loss seed per density)", out / "feature_dims.png")
         figures += ["dims_per_feature.png", "feature_dims.png"]
-    write_json(out / "figures.json", figures)  # the order the report shows them in
     write_json(out / "summary.json", {inst.label: {"best_of_seeds": j in picks} for j, inst in enumerate(instances)})
     tracker.log_artifact(manifest["parent_run_id"], out / "features.csv", "interp")
-    for fig in figures:
-        tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
-    print(f"interpret@{name}: {len(instances)} tied models, figures {', '.join(figures)} in {out}")
+    return figures
 
 
 def gain_series(rows: dict, world, k: int) -> dict[int, dict]:

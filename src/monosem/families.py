@@ -68,6 +68,10 @@ class Family:
         """The report's columns for a study of this family."""
         return [m for m in self.metrics if m.shown == "table" or (noisy and m.shown == "noise")]
 
+    def row_extras(self, world, cfg) -> dict:
+        """Values measure adds to each instance's row besides its metrics."""
+        return {}
+
 
 class Decoder(Family):
     """The paper's model: h = act(W1 x + b1), y = W2 h, no output bias (Jermyn et al. 2022, §2)."""
@@ -124,9 +128,6 @@ class Decoder(Family):
         sigma = torch.tensor([instances[i].train.noise_std for i in members])
         values |= noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
         return values, None
-
-    def row_extras(self, world, cfg) -> dict:
-        return {}
 
 
 TIED_METRICS = (Metric("loss", "eval loss", 4), Metric("features_learned", "‖W‖²_F", 2),

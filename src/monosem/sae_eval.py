@@ -20,6 +20,7 @@ from torch import Tensor
 from .models import task_loss
 from .sae import input_scale
 from .sae_metrics import ground_truth_metrics, reconstruction_metrics
+from .summary import cell
 from .worlds import WorldData
 
 
@@ -151,6 +152,6 @@ def matched_l0_markdown(table: list[dict]) -> list[str]:
     cols = MATCHED_L0_COLUMNS
     lines = ["| architecture | L0 | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for row in table:
-        cells = [("–" if row.get(k) is None or row[k] != row[k] else f"{row[k]:.{d}f}") for k, _, d in cols]
+        cells = [cell(row, k, d) for k, _, d in cols]
         lines.append(f"| {row['architecture']} | {row['l0']:.2f} | " + " | ".join(cells) + " |")
     return lines
