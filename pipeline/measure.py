@@ -9,10 +9,11 @@ import torch
 from monosem.artifacts import load_world, write_csv, write_json
 from monosem.families import family
 from monosem.models import models_from_states
-from monosem.summary import compact, summarise
+from monosem.summary import best, compact, summarise
 
-# `dvc metrics show` / `dvc exp show` get per sweep point what each family's dvc_metrics name (summary.compact);
-# `dvc plots` draws sweep.csv: the family's headline against the swept value.
+# `dvc metrics show` / `dvc exp show` get the study's headline (metrics.json, summary.best); points.json has per
+# sweep point what each family's dvc_metrics name (summary.compact); `dvc plots` draws sweep.csv: the family's
+# headline against the swept value.
 SWEEP_FIELDS = ["point", "seed", "series", "order", "x", "y", "parameter", "metric"]
 
 
@@ -71,8 +72,9 @@ def main(name: str) -> None:
                                        "points": points, "instances": {r["label"]: r for r in rows}}
                | ({"features": features} if features else {}))
     write_csv(out / "instances.csv", rows)
-    write_json(out / "metrics.json", compact(points, *fam.dvc_metrics))
     headline = fam.dvc_metrics[2]
+    write_json(out / "points.json", compact(points, *fam.dvc_metrics))
+    write_json(out / "metrics.json", best(points, headline))
     write_csv(out / "sweep.csv", sweep_rows(params.studies[name], instances, rows, headline, fam.label(headline)),
               SWEEP_FIELDS)
 

@@ -21,7 +21,7 @@ from monosem.sae import architecture, saelens_export
 from monosem.claims.gated import gated_claims
 from monosem.sae_eval import matched_l0_table, measure_saes
 from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
-from monosem.summary import compact, rounded, summarise
+from monosem.summary import best, compact, rounded, summarise
 from monosem.tracking import input_hash, lineage_tags
 from monosem.worlds import WorldData
 
@@ -34,14 +34,15 @@ def label(arch: str, knob: float, seed: int) -> str:
     return f"{arch}-{knob_name(arch)}{knob:g}-seed{seed}"
 
 
-def dvc_metrics(rows: list[dict], table: list[dict], true_l0: float) -> dict:
-    """What DVC's tables show (summary.compact): per architecture and λ (or k), the seed mean and std of L0,
-    explained variance and MCC and the mean dead fraction; the headline MCC; each architecture's MCC at the
-    true L0."""
+def dvc_metrics(rows: list[dict], table: list[dict], true_l0: float) -> tuple[dict, dict]:
+    """What DVC shows (summary): (metrics.json, the best seed-mean MCC; points.json, per architecture and λ
+    (or k) the seed mean and std of L0, explained variance and MCC and the mean dead fraction, the headline,
+    and each architecture's MCC at the true L0)."""
     points = summarise([r | {"point": f"{r['architecture']}-{knob_name(r['architecture'])}{r['knob']:g}"} for r in rows],
                        ("l0", "explained_variance", "mcc", "dead_fraction"))
     out = compact(points, ("l0", "explained_variance", "mcc"), ("dead_fraction",), "mcc")
-    return out | {"mcc_at_true_l0": {r["architecture"]: rounded(r["mcc"]) for r in table if r["l0"] == true_l0}}
+    at_true_l0 = {r["architecture"]: rounded(r["mcc"]) for r in table if r["l0"] == true_l0}
+    return best(points, "mcc"), out | {"mcc_at_true_l0": at_true_l0}
 
 
 @dataclass
@@ -175,7 +176,9 @@ def main(name: str) -> None:
                                            "latents": cfg.latents, "true_l0": s.true_l0, "input_scale": s.source.scale,
                                            "train_seconds": seconds, "matched_l0": table, "claims": claims,
                                            "saes": {r["sae"]: r for r in rows}})
-        write_json(out / "metrics.json", dvc_metrics(rows, table, s.true_l0))
+        metrics, points = dvc_metrics(rows, table, s.true_l0)
+        write_json(out / "points.json", points)
+        write_json(out / "metrics.json", metrics)
         write_csv(out / "saes.csv", rows)
         write_csv(out / "curves.csv", curves)
         shutil.rmtree(export, ignore_errors=True)

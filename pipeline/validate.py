@@ -5,12 +5,17 @@ bad value that only the stage itself found would cost them (they come back from 
 # First: importing common starts the MLflow worker, which opens the store while this checks the params.
 from common import check_memory, open_tracker, run
 
-from monosem.config import load_params
+from monosem.config import Defaults, load_params
+from monosem.errors import ParamsError
 from monosem.memory import estimates
 
 
 def main() -> None:
     params = load_params()
+    missing = [f"defaults.{s}" for s in Defaults.model_fields if s not in params.defaults.model_fields_set]
+    if missing:  # dvc.yaml declares each (a stage re-runs when its section's defaults change); DVC would stop on it
+        raise ParamsError(f"params.yaml: {', '.join(missing)} missing: dvc.yaml's stages depend on them "
+                          f"(`defaults: {{worlds: {{}}, studies: {{}}, saes: {{}}}}` when there are none)")
     tracker = open_tracker(params.tracking.experiment)
     check_memory(params, [e.stage for e in estimates(params)])
     tracker.check()  # usable and writable

@@ -189,3 +189,53 @@ def test_every_knob_either_varies_within_a_batched_module_or_splits_the_group():
             a = Instance(point={}, seed=0, **base)
         b = Instance(point={}, seed=0, **changed)
         assert (a.group_key == b.group_key) == (key in PER_INSTANCE), key
+
+
+def test_defaults_fill_every_entry_key_by_key_and_the_entry_wins():
+    raw = copy.deepcopy(TINY)
+    lr1 = raw["studies"]["LR1"]
+    raw["defaults"] = {"worlds": {}, "saes": {},
+                       "studies": {"train": {"t_max": 64, "bias_decay": 0.5}, "seeds": [4, 5]}}
+    lr1["train"]["bias_decay"] = 0.25
+    lr1["train"].pop("t_max", None)
+    study = parse_params(raw).studies["LR1"]
+    assert study.train.t_max == 64  # filled in from defaults
+    assert study.train.bias_decay == 0.25  # the study's own value wins, key by key
+    assert study.train.lr == lr1["train"]["lr"]  # a mapping is merged, not replaced
+    assert study.seeds == (lr1.get("seeds") or [4, 5])  # a list is replaced whole
+    lr1.pop("seeds", None)
+    raw.pop("saes")  # its model's label names seed 0
+    assert parse_params(raw).studies["LR1"].seeds == [4, 5]
+
+
+def test_a_bad_value_inherited_from_defaults_names_where_it_came_from():
+    raw = copy.deepcopy(TINY)
+    raw["defaults"] = {"studies": {"train": {"t_max": 0}}}
+    for study in raw["studies"].values():
+        study["train"].pop("t_max", None)
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "train.t_max = 0 (from defaults.studies.train.t_max)" in str(err.value)
+    raw["defaults"] = {"studies": {"trian": {}}}
+    with pytest.raises(ParamsError, match=r"trian = \{\} \(from defaults.studies.trian\): unknown key"):
+        parse_params(raw)
+    raw["defaults"] = {"models": {}}
+    with pytest.raises(ParamsError, match="defaults.models"):
+        parse_params(raw)
+
+
+def test_the_default_params_spell_out_only_what_differs_from_defaults():
+    """params.yaml's worlds and studies say what makes each one differ (DVC's tables get a column per leaf):
+    none repeats a value its section's defaults already give it."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    for section in ("worlds", "studies"):
+        inherited = dict(leaves(raw["defaults"][section]))
+        assert inherited, section
+        for name, entry in raw[section].items():
+            repeated = [k for k, v in leaves(entry) if k in inherited and inherited[k] == v]
+            assert not repeated, (section, name, repeated)

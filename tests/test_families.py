@@ -41,6 +41,7 @@ def test_a_family_in_one_file_passes_through_every_stage(tmp_path):
     assert {"train@LR1", "measure@LR1", "interpret@LR1", "report"} <= ran(out.stdout + out.stderr)
     measured = json.loads((repo / "results/LR1/measured.json").read_text())
     assert measured["kind"] == "test_decoder" and len(measured["instances"]) == 4
-    assert json.loads((repo / "results/LR1/metrics.json").read_text())["headline"]["metric"] == "loss"
+    assert json.loads((repo / "results/LR1/points.json").read_text())["headline"]["metric"] == "loss"
+    assert list(json.loads((repo / "results/LR1/metrics.json").read_text())["best"]) == ["loss"]
     assert len(json.loads((repo / "results/LR1/interp/summary.json").read_text())) == 4
     assert "test decoder of 16 neurons" in (repo / "reports/report.md").read_text()

@@ -82,7 +82,8 @@ def test_make_repro_refuses_a_bad_value_in_one_line_before_dvc_deletes_anything(
              (lambda p: p["worlds"]["tiny"].update(n_eval=1_000_000_000),
               "worlds.tiny.n_eval = 1000000000: generate@tiny needs about "),
              (lambda p: p["studies"]["LR1"].update(world="nosuch"),
-              "studies.LR1.world = 'nosuch': no such world; allowed: ['one', 'tiny']")]
+              "studies.LR1.world = 'nosuch': no such world; allowed: ['one', 'tiny']"),
+             (lambda p: p["defaults"].pop("saes"), "defaults.saes missing: dvc.yaml's stages depend on them")]
     try:
         for edit, message in cases:
             write_params(repo, params(edit))

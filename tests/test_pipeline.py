@@ -96,29 +96,37 @@ def test_each_seed_has_its_own_embedder_and_measure_and_interpret_use_it(repo):
     assert summary["n_mono_at_0.999"] == int(count_mono(single_feature_activations(model, own.probes)))
 
 
-def test_dvc_metrics_hold_a_few_seed_statistics_per_sweep_point_and_the_headline(repo):
+def test_dvc_metrics_hold_each_studys_headline_and_points_json_a_few_seed_statistics_per_point(repo):
     repo, _ = repo
-    lr3, measured = (json.loads((repo / f"results/LR3/{f}.json").read_text()) for f in ("metrics", "measured"))
-    points = {k: v for k, v in lr3.items() if k != "headline"}
+    lr3, per_point, measured = (json.loads((repo / f"results/LR3/{f}.json").read_text())
+                                for f in ("metrics", "points", "measured"))
+    points = {k: v for k, v in per_point.items() if k != "headline"}
     assert list(points) == list(measured["points"])
     for point, stats in points.items():
         assert set(stats) == {"mono_per_feature", "mono_per_feature_std", "mono_per_neuron", "mono_per_neuron_std",
                               "loss", "loss_std", "n_dead", "diverged"}
         for key in stats:
             assert stats[key] == pytest.approx(measured["points"][point][key], rel=1e-3)  # 4 significant digits
-    best = max(points, key=lambda p: points[p]["mono_per_feature"])
-    assert lr3["headline"] == {"metric": "mono_per_feature", "best": points[best]["mono_per_feature"], "at": best}
-    sae = json.loads((repo / "results/saes/SAE1/metrics.json").read_text())
-    assert list(sae) == ["headline", "relu-lambda0.01", "relu-lambda0.1", "gated-lambda0.01", "gated-lambda0.1",
-                         "topk-k1", "topk-k2", "mcc_at_true_l0"]
-    assert set(sae["topk-k2"]) == {"l0", "l0_std", "explained_variance", "explained_variance_std", "mcc", "mcc_std",
-                                   "dead_fraction"}
-    assert sae["headline"]["metric"] == "mcc" and set(sae["mcc_at_true_l0"]) <= {"relu", "gated", "topk"}
+    at = max(points, key=lambda p: points[p]["mono_per_feature"])
+    assert per_point["headline"] == {"metric": "mono_per_feature", "best": points[at]["mono_per_feature"], "at": at}
+    assert lr3 == {"best": {"mono_per_feature": points[at]["mono_per_feature"]}}
+    sae, sae_points = (json.loads((repo / f"results/saes/SAE1/{f}.json").read_text()) for f in ("metrics", "points"))
+    assert list(sae_points) == ["headline", "relu-lambda0.01", "relu-lambda0.1", "gated-lambda0.01", "gated-lambda0.1",
+                                "topk-k1", "topk-k2", "mcc_at_true_l0"]
+    assert set(sae_points["topk-k2"]) == {"l0", "l0_std", "explained_variance", "explained_variance_std", "mcc",
+                                          "mcc_std", "dead_fraction"}
+    assert set(sae_points["mcc_at_true_l0"]) <= {"relu", "gated", "topk"}
+    assert sae == {"best": {"mcc": sae_points["headline"]["best"]}}
     # instances.csv keeps every number of every instance (the explorer and pandas read it)
     header = (repo / "results/LR3/instances.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["label", "point", "seed", "sweep.train.lr", "diverged_at"] and "mono_scale_mean" in header
+    # DVC's tables: one column per study and SAE study; points.json on request
     shown = next(iter(json.loads(sh("dvc metrics show --json", repo).stdout).values()))["data"]  # the workspace
-    assert sum(len(list(_leaves(f["data"]))) for f in shown.values()) < 200  # every study and SAE study here
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert sorted(f for f, d in shown.items() for _ in _leaves(d["data"])) == sorted(
+        [f"results/{s}/metrics.json" for s in params["studies"]] + [f"results/saes/{s}/metrics.json" for s in params["saes"]])
+    on_request = sh("dvc metrics show --json results/LR3/points.json", repo).stdout
+    assert next(iter(json.loads(on_request).values()))["data"]["results/LR3/points.json"]["data"] == per_point
 
 
 def _leaves(d: dict, prefix=""):
@@ -255,7 +263,9 @@ def test_an_experiment_on_one_study_reruns_it_alone_and_dvc_shows_only_its_chang
     assert (repo / "results/LR1/measured.json").read_bytes() == lr1_metrics
     assert len(all_runs(repo)) == before + 1 + 4 + 1  # a new parent, one run per LR3 instance, the report's run
     diff = json.loads(sh("dvc metrics diff --json", repo).stdout)
-    assert list(diff) == ["results/LR3/metrics.json"] and "lr=0.03.loss" in diff["results/LR3/metrics.json"]
+    assert set(diff) <= {"results/LR3/metrics.json"}, diff  # its headline, if the edit moved it
+    per_point = json.loads(sh("dvc metrics diff --json --targets results/LR3/points.json", repo).stdout)
+    assert list(per_point) == ["results/LR3/points.json"] and "lr=0.03.loss" in per_point["results/LR3/points.json"]
     header = next(csv.reader(io.StringIO(sh("dvc exp show --only-changed --csv", repo).stdout)))
     assert "studies.LR3.train.steps" in header and len(header) <= 40, header
     assert not [c for c in header if any(other in c for other in ("LR1", "LR5", "NOISE", "K1", "SAE1"))], header
@@ -276,7 +286,7 @@ def test_a_diverging_instance_is_flagged_and_every_stage_still_completes(repo):
     params["studies"]["LR1"]["sweep"]["train.lr"] = [0.003, 1e30]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("dvc repro", repo)
-    metrics = json.loads((repo / "results/LR1/metrics.json").read_text())
+    metrics = json.loads((repo / "results/LR1/points.json").read_text())
     assert metrics["lr=1e+30"]["diverged"] == 2 and metrics["lr=0.003"]["diverged"] == 0
     assert "lr=1e+30" not in (repo / "results/LR1/sweep.csv").read_text()  # nothing to plot
     manifest = json.loads((repo / "models/LR1/instances.json").read_text())

@@ -1,8 +1,9 @@
-"""DVC's compact metrics: a few seed statistics per sweep point, rounded, and the study's headline."""
+"""What DVC shows of a study: its headline (metrics.json) and a few seed statistics per sweep point, rounded
+(points.json)."""
 
 import math
 
-from monosem.summary import compact, summarise
+from monosem.summary import best, compact, summarise
 
 
 def rows():
@@ -23,8 +24,11 @@ def test_compact_keeps_the_chosen_numbers_with_four_significant_digits_and_names
     assert out["lr=0.1"]["mono"] == 0.2 and math.isnan(out["lr=0.1"]["mono_std"])  # NaN seed left out
     assert math.isnan(out["lr=1"]["mono_std"])  # one seed left: no spread
     assert out["headline"] == {"metric": "mono", "best": 0.9, "at": "lr=1"}
+    assert best(points, "mono") == {"best": {"mono": 0.9}}  # one number: one column in `dvc exp show`
+    assert best(points, "loss") == {"best": {"loss": 0.8333}}  # lr=1's second seed diverged: left out
 
 
 def test_a_study_with_no_measured_headline_has_none():
     points = summarise([{"point": "base", "mono": float("nan"), "diverged_at": None}], ("mono",))
     assert compact(points, ("mono",), (), "mono")["headline"]["at"] is None
+    assert math.isnan(best(points, "mono")["best"]["mono"])

@@ -9,6 +9,7 @@ from e2e import all_runs, make_repo, ran, sh
 pytestmark = pytest.mark.slow
 
 TINY = {
+    "defaults": {"worlds": {}, "studies": {}, "saes": {}},
     "tracking": {"experiment": "monosem-test"},
     "saes": {},
     "worlds": {
@@ -71,8 +72,10 @@ def test_tied_models_run_through_every_stage_with_their_metrics_figures_and_clai
     assert "| TMS3 | tms | tms_hidden |" in report
     # DVC's metrics: each kind's headline per density, the seed mean matching measured.json's
     for study, headline, points in (("TMS1", "dims_per_feature", 3), ("TMS3", "mono_per_neuron", 2), ("BOUNDS", "gain", 5)):
-        dvc = json.loads((repo / f"results/{study}/metrics.json").read_text())
+        dvc = json.loads((repo / f"results/{study}/points.json").read_text())
         assert dvc["headline"]["metric"] == headline and len(dvc) == 1 + points
+        best = json.loads((repo / f"results/{study}/metrics.json").read_text())
+        assert best == {"best": {headline: dvc["headline"]["best"]}}
         measured = json.loads((repo / f"results/{study}/measured.json").read_text())["points"]
         assert all(s[headline] == pytest.approx(measured[p][headline], rel=1e-3) for p, s in dvc.items() if p != "headline")
     assert (repo / "results/BOUNDS/sweep.csv").read_text().splitlines()[1].endswith(",data.eps,gain L̃")

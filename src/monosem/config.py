@@ -265,7 +265,16 @@ class Runtime(_Strict):
                                                          "(GPU, one process, the paper's decoder)")
 
 
+class Defaults(_Strict):
+    """What every entry of a section has unless it says otherwise, merged under it key by key (`with_defaults`)."""
+
+    worlds: dict[str, Any] = Field(default_factory=dict)
+    studies: dict[str, Any] = Field(default_factory=dict)
+    saes: dict[str, Any] = Field(default_factory=dict)
+
+
 class Params(_Strict):
+    defaults: Defaults = Defaults()
     worlds: dict[str, World] = Field(min_length=1)
     studies: dict[str, Study] = Field(default_factory=dict)
     saes: dict[str, SaeStudy] = Field(default_factory=dict)
@@ -356,10 +365,39 @@ def _check_saes(params: Params) -> None:
             raise ParamsError(f"{where}.seeds = {sae.seeds}: seeds must be distinct")
 
 
+def _merged(base: Any, own: Any) -> Any:
+    """`own` over `base`: mappings merged key by key (recursively); anything else, lists included, replaced."""
+    if not (isinstance(base, dict) and isinstance(own, dict)):
+        return own
+    return base | {k: _merged(base[k], v) if k in base else v for k, v in own.items()}
+
+
+def with_defaults(raw: Any) -> Any:
+    """The params mapping with `defaults.<section>` merged under every entry of that section (worlds, studies,
+    saes): params.yaml spells out per study only what differs, and DVC's tables get a column per leaf."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("defaults"), dict):
+        return raw
+    out = dict(raw)
+    for section, base in raw["defaults"].items():
+        if isinstance(base, dict) and base and isinstance(raw.get(section), dict):
+            out[section] = {name: _merged(base, entry) for name, entry in raw[section].items()}
+    return out
+
+
+def _inherited(raw: Any, loc: tuple) -> str:
+    """" (from defaults.<section>.<key>)" where the value at `loc` came from defaults, not from its entry."""
+    if len(loc) > 2 and loc[0] in ("worlds", "studies", "saes") and _lookup(raw, loc) == "<missing>":
+        if _lookup(raw, ("defaults", loc[0], *loc[2:])) != "<missing>":
+            return f" (from {_where(('defaults', loc[0], *loc[2:]))})"
+    return ""
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate a params mapping; raise `ParamsError` with one line for the first problem."""
+    """Validate a params mapping (its defaults merged in); raise `ParamsError` with one line for the first
+    problem."""
+    merged = with_defaults(raw)
     try:
-        params = Params.model_validate(raw)
+        params = Params.model_validate(merged)
     except ValidationError as err:
         e = err.errors()[0]
         loc = e["loc"]
@@ -368,9 +406,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             allowed = "unknown key"
         elif e["type"] == "missing":
             allowed = "required key is missing"
-        value = _lookup(raw, loc)
+        value = _lookup(merged, loc)
         shown = "" if e["type"] == "missing" else f" = {value!r}"
-        raise ParamsError(f"{source}: {_where(loc)}{shown}: {allowed}") from None
+        raise ParamsError(f"{source}: {_where(loc)}{shown}{_inherited(raw, loc)}: {allowed}") from None
     try:
         _check_sweeps(params)
         _check_saes(params)

@@ -1,9 +1,11 @@
-"""Seed statistics per sweep point, and the compact metrics a study shows DVC.
+"""Seed statistics per sweep point, and what a study shows DVC.
 
-DVC's tables (`dvc metrics show`, `dvc exp show`, `dvc metrics diff`) get one column per number in a
-`metrics:` file, so that file holds a few headline numbers per sweep point: the seed mean, the spread of
-the ones that vary continuously, and the study's headline (its highest point). Every number of every
-instance stays in the stages' other outputs (`measured.json`, `instances.csv`) and in MLflow.
+DVC's tables (`dvc metrics show`, `dvc exp show`, `dvc metrics diff`) get one column per number in every
+`metrics:` file of every stage, so a study's `metrics.json` holds one number: its headline, the highest seed
+mean over its sweep points (`best`). `points.json` holds a few numbers per sweep point (`compact`: the seed
+mean, the spread of those that vary continuously, and where the headline is); DVC reads it on request
+(`dvc metrics diff --targets results/<study>/points.json`). Every number of every instance stays in the
+stages' other outputs (`measured.json`, `instances.csv`) and in MLflow.
 """
 
 from __future__ import annotations
@@ -46,10 +48,19 @@ def compact(points: dict[str, dict[str, float]], spread: tuple[str, ...], plain:
     for point, stats in points.items():
         out[point] = {k: rounded(stats[k]) for key in spread for k in (key, f"{key}_std")}
         out[point] |= {key: rounded(stats[key]) for key in plain}
-    scored = [(stats[headline], point) for point, stats in points.items() if stats[headline] == stats[headline]]
-    best = max(scored, default=(float("nan"), None), key=lambda s: s[0])
+    value, at = _best(points, headline)
     # Points at the top level (no "points." before every column name); a point's label has a "=" or is "base".
-    return {"headline": {"metric": headline, "best": rounded(best[0]), "at": best[1]}} | out
+    return {"headline": {"metric": headline, "best": rounded(value), "at": at}} | out
+
+
+def best(points: dict[str, dict[str, float]], headline: str) -> dict:
+    """A study's DVC metrics: the highest seed mean of `headline` over its sweep points (null if none has one)."""
+    return {"best": {headline: rounded(_best(points, headline)[0])}}
+
+
+def _best(points: dict[str, dict[str, float]], headline: str) -> tuple[float, str | None]:
+    scored = [(stats[headline], point) for point, stats in points.items() if stats[headline] == stats[headline]]
+    return max(scored, default=(float("nan"), None), key=lambda s: s[0])
 
 
 def cell(stats: dict, key: str, digits: int) -> str:
