@@ -18,7 +18,8 @@ from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import BaseModel
 
 from monosem.artifacts import load_tensors, load_world, save_tensors, save_world
-from monosem.config import DataCfg, ModelCfg, Params, Runtime, SaeStudy, SaeTrain, Study, Tracking, TrainCfg, World
+from monosem.config import (DataCfg, Defaults, ModelCfg, Params, Runtime, SaeStudy, SaeTrain, Study, Tracking,
+                            TrainCfg, World)
 from monosem.errors import ArtifactError
 from monosem.worlds import generate_world
 
@@ -28,7 +29,7 @@ TINY = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())
 # Where each params model lives in the tiny params file.
 SECTIONS = {World: "worlds.tiny", DataCfg: "studies.LR1.data", ModelCfg: "studies.LR1.model",
             TrainCfg: "studies.LR1.train", Study: "studies.LR1", SaeStudy: "saes.SAE1", SaeTrain: "saes.SAE1.train",
-            Tracking: "tracking", Runtime: "runtime", Params: ""}
+            Tracking: "tracking", Runtime: "runtime", Defaults: "defaults", Params: ""}
 
 
 def _wrong_type(annotation):

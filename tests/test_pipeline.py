@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 import plots_page
-from e2e import ROOT, all_runs, client, make_repo, ran, sh, tiny
+from e2e import all_runs, client, make_repo, ran, sh, tiny
 
 pytestmark = pytest.mark.slow
 

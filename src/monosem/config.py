@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from .errors import ParamsError
+from .raw_params import inherited_from, lookup, where, with_defaults
 from .families import FAMILIES, family
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -282,22 +283,6 @@ class Params(_Strict):
     runtime: Runtime = Runtime()
 
 
-def _where(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _lookup(raw: Any, loc: tuple) -> Any:
-    for part in loc:
-        try:
-            raw = raw[part]
-        except (KeyError, IndexError, TypeError):
-            return "<missing>"
-    return raw
-
-
 def _check_sweeps(params: Params) -> None:
     for name, study in params.studies.items():
         if study.world not in params.worlds:
@@ -365,33 +350,6 @@ def _check_saes(params: Params) -> None:
             raise ParamsError(f"{where}.seeds = {sae.seeds}: seeds must be distinct")
 
 
-def _merged(base: Any, own: Any) -> Any:
-    """`own` over `base`: mappings merged key by key (recursively); anything else, lists included, replaced."""
-    if not (isinstance(base, dict) and isinstance(own, dict)):
-        return own
-    return base | {k: _merged(base[k], v) if k in base else v for k, v in own.items()}
-
-
-def with_defaults(raw: Any) -> Any:
-    """The params mapping with `defaults.<section>` merged under every entry of that section (worlds, studies,
-    saes): params.yaml spells out per study only what differs, and DVC's tables get a column per leaf."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("defaults"), dict):
-        return raw
-    out = dict(raw)
-    for section, base in raw["defaults"].items():
-        if isinstance(base, dict) and base and isinstance(raw.get(section), dict):
-            out[section] = {name: _merged(base, entry) for name, entry in raw[section].items()}
-    return out
-
-
-def _inherited(raw: Any, loc: tuple) -> str:
-    """" (from defaults.<section>.<key>)" where the value at `loc` came from defaults, not from its entry."""
-    if len(loc) > 2 and loc[0] in ("worlds", "studies", "saes") and _lookup(raw, loc) == "<missing>":
-        if _lookup(raw, ("defaults", loc[0], *loc[2:])) != "<missing>":
-            return f" (from {_where(('defaults', loc[0], *loc[2:]))})"
-    return ""
-
-
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping (its defaults merged in); raise `ParamsError` with one line for the first
     problem."""
@@ -406,9 +364,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             allowed = "unknown key"
         elif e["type"] == "missing":
             allowed = "required key is missing"
-        value = _lookup(merged, loc)
+        value = lookup(merged, loc)
         shown = "" if e["type"] == "missing" else f" = {value!r}"
-        raise ParamsError(f"{source}: {_where(loc)}{shown}{_inherited(raw, loc)}: {allowed}") from None
+        raise ParamsError(f"{source}: {where(loc)}{shown}{inherited_from(raw, loc)}: {allowed}") from None
     try:
         _check_sweeps(params)
         _check_saes(params)
