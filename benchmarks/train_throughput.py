@@ -4,8 +4,8 @@ against a bare loop of the same module.
     python benchmarks/train_throughput.py [--shapes default,regime,paper] [--repeats 5] [--threads 0]
 
 Per shape: the median over interleaved repeats of (a) one whole training step of the batched module (sampling,
-embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping), driven by a bare loop,
-and (b) its five matmuls alone, at the same instance layout and sizes: forward of both layers and the
+embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping and curve points at a real
+run's cadence: steps 1024 on of a run of the study's length), driven by a bare loop, and (b) its five matmuls alone, at the same instance layout and sizes: forward of both layers and the
 backward's three (∂W2 = gᵀh, ∂h = g·W2, ∂W1 = ∂preᵀx). The ratio (a)/(b) is what the step costs beyond its
 arithmetic. GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
   default  the default profile's LR1 study (params.yaml): its instances, N, m, k, B
@@ -81,15 +81,18 @@ def timed_fit(world, instances) -> tuple[float, ToyStudyModule]:
     return watch.seconds, module
 
 
-def bare_steps(world, instances, steps: int) -> float:
-    """Seconds per step of the module's own step driven by a bare for-loop (no Lightning)."""
-    module = ToyStudyModule(world, with_steps(instances, steps + 8))
+def bare_steps(world, instances, steps: int, start: int = 1024) -> float:
+    """Seconds per step of the module's own step driven by a bare for-loop (no Lightning): steps start ..
+    start + steps − 1 of a run as long as the instances' own (so its curve points come at a real run's cadence,
+    about one step in 40 at the default, and the bias decay of the first half is on), after 8 warm-up steps."""
+    total = max(max(i.train.steps for i in instances), start + steps)
+    module = ToyStudyModule(world, with_steps(instances, total))
     module.configure_optimizers()
     module.on_train_start()
-    for step in range(8):  # warm-up: allocations, first curve points
+    for step in range(start - 8, start):  # warm-up: allocations, the first curve point's buffers
         module._step(step, None)
     t = time.perf_counter()
-    for step in range(8, 8 + steps):
+    for step in range(start, start + steps):
         module._step(step, None)
     return (time.perf_counter() - t) / steps
 
@@ -128,7 +131,7 @@ def main() -> None:
         i0 = insts[0]
         n, B, k, m, d = len(insts), i0.train.batch_size, i0.model.neurons, world.cfg.d_embed, world.d_out
         flops = n * (4 * B * k * m + 6 * B * k * d)
-        steps = max(3, int(3e9 / flops))  # about 3 GFLOP of matmuls per timing
+        steps = max(3, min(400, int(2e11 / flops)))  # about 200 GFLOP of matmuls per timing, at most 400 steps
         step, alone = [], []
         for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit both alike
             step.append(bare_steps(world, insts, steps))
@@ -139,7 +142,7 @@ def main() -> None:
         world_cfg, study = shapes()["default"]
         world, insts = generate_world(world_cfg), with_steps(study.instances(), 1024)
         lit = statistics.median(timed_fit(world, insts)[0] / 1024 for _ in range(3))
-        bare = statistics.median(bare_steps(world, insts, 1024) for _ in range(3))
+        bare = statistics.median(bare_steps(world, insts, 1016, start=8) for _ in range(3))  # the same 1024 steps
         lit_vs_bare = (lit, bare)
     peak = matmul_flops()
 
