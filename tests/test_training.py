@@ -69,13 +69,12 @@ def test_cosine_factor_is_periodic_like_pytorch():
     assert cosine_factor(8, 8) == 0 and cosine_factor(16, 8) == 1 and cosine_factor(24, 8) == 0
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["numba", "torch ops"])
-def test_batched_lamb_step_equals_reference_lamb_per_instance(fused):
+def test_batched_lamb_step_equals_reference_lamb_per_instance():
     torch.manual_seed(0)
     params = [torch.randn(3, 5, 4), torch.randn(3, 5), torch.zeros(3, 6)]  # a zero tensor: trust ratio 1
     lrs = torch.tensor([0.01, 0.1, 0.03])
     batched = [nn.Parameter(p.clone()) for p in params]
-    opt = BatchedLamb(batched, lr=lrs, fused=fused)
+    opt = BatchedLamb(batched, lr=lrs)
     singles = [[nn.Parameter(p[i].clone()) for p in params] for i in range(3)]
     refs = [torch_optimizer.Lamb(s, lr=float(lrs[i])) for i, s in enumerate(singles)]
     for _ in range(5):
@@ -87,10 +86,6 @@ def test_batched_lamb_step_equals_reference_lamb_per_instance(fused):
             for p, g in zip(singles[i], grads):
                 p.grad = g[i].clone()
             refs[i].step()
-        opt.param_groups[0]["lr"] = lrs * 0.5  # a schedule: the rate read at every step
-        for r in refs:
-            r.param_groups[0]["lr"] *= 0.5
-        lrs = lrs * 0.5
     for i in range(3):
         for p, s in zip(batched, singles[i]):
             torch.testing.assert_close(p[i], s, rtol=1e-5, atol=1e-6)
