@@ -8,7 +8,10 @@ for the first half, a fresh batch every step, one model after another. It starts
 weights and draws the same samples (the same seeded stream and sampler) as the batched module, which trains
 all the study's instances at once through Lightning, as `train@<study>` does. Reported: seconds per model
 (training loop only), the ratio, and both loops' final eval loss and #mono/#features (mean ± std over the
-instances), which must agree within the instances' spread. Timings in the same run as the matmul peak.
+instances), which must agree within the instances' spread; and the ceiling: the speed-up the batched module
+would have if its step cost no more than its five matmuls (plain seconds per model ÷ the matmuls' seconds per
+model at the batched layout, timed alone), which no batching of the same math can pass on this machine.
+Timings in the same run as the matmul peak.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from monosem.config import Study, World, load_params  # noqa: E402
 from monosem.metrics import measure  # noqa: E402
 from monosem.models import ToyModels  # noqa: E402
 from monosem.worlds import derive_seed, generate_world  # noqa: E402
-from train_throughput import matmul_flops, timed_fit  # noqa: E402
+from train_throughput import matmul_flops, matmuls_alone, timed_fit  # noqa: E402
 
 
 def shapes() -> dict[str, tuple[World, Study]]:
@@ -108,18 +111,21 @@ def main() -> None:
             plain_s += secs
         p = evaluate(world, *(torch.stack([getattr(n[i], a).detach() for n in nets])
                               for i, a in ((0, "weight"), (0, "bias"), (2, "weight"))))
-        rows.append((name, world.cfg, insts, steps, batched_s, plain_s, b, p))
+        i0 = insts[0]
+        alone = statistics.median(matmuls_alone(len(insts), i0.train.batch_size, world.cfg.d_embed, i0.model.neurons,
+                                                world.d_out, 50) for _ in range(3))
+        rows.append((name, world.cfg, insts, steps, batched_s, plain_s, b, p, alone * steps))
     peak = matmul_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024²: {peak / 1e9:.0f} GFLOP/s "
           f"in this run\n")
-    print("| shape | models | steps | batched s/model | plain s/model | speed-up | loss batched | loss plain | "
-          "#mono/#features batched | #mono/#features plain |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, w, insts, steps, bs, ps, b, p in rows:
+    print("| shape | models | steps | batched s/model | plain s/model | speed-up | ceiling (matmuls only) | "
+          "loss batched | loss plain | #mono/#features batched | #mono/#features plain |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, w, insts, steps, bs, ps, b, p, mm in rows:
         i0 = insts[0]
         print(f"| {name}: N {w.n_features}, m {w.d_embed}, k {i0.model.neurons}, B {i0.train.batch_size} | "
               f"{len(insts)} | {steps} | {bs / len(insts):.2f} | {ps / len(insts):.2f} | {ps / bs:.1f}× | "
-              f"{spread(b[0])} | {spread(p[0])} | {spread(b[1])} | {spread(p[1])} |")
+              f"{ps / mm:.1f}× | {spread(b[0])} | {spread(p[0])} | {spread(b[1])} | {spread(p[1])} |")
 
 
 if __name__ == "__main__":
