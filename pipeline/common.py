@@ -32,18 +32,25 @@ def _start_worker() -> subprocess.Popen | None:
     a temporary copy; else where the stage runs, the root)."""
     if Path(sys.argv[0]).stem not in LOGGING:
         return None
-    log = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
-    return subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(log)],
+    return subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(_log())],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def _log() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
 
 
 _WORKER = _start_worker()
 
 
 def forked() -> None:
-    """In a stage forked by the stage server: what importing this module does for a stage (its own worker)."""
+    """In a stage forked by the stage server: what importing this module does for a stage (its worker), with
+    the worker forked from this process, which has MLflow imported already (the server's preload)."""
     global _WORKER
-    _WORKER = _start_worker()
+    if Path(sys.argv[0]).stem in LOGGING:
+        from monosem import tracking_worker
+
+        _WORKER = tracking_worker.fork(str(_log()))
 
 
 import torch  # noqa: E402

@@ -5,8 +5,9 @@ costs each one seconds of CPU before it does any work (about a third of a defaul
 start-up). So the first stage of a run starts this server in the background and runs as usual; later stages
 find it, hand it their command line, working directory, environment and standard streams, and the server forks
 a child that runs the stage as `__main__` with them: the child is a fresh process in every way that matters
-(its own pid, thread pool, random state, MLflow worker), minus the imports. The stage process waits, passes on
-SIGTERM and Ctrl-C, and exits with the child's status; if it dies, the server ends the child.
+(its own pid, thread pool, random state, MLflow worker), minus the imports (MLflow's too: its worker is a fork
+of the child). The stage process waits, passes on SIGTERM and Ctrl-C, and exits with the child's status; if it
+dies, the server ends the child.
 
 One server per checkout, interpreter and library source (a code edit gets a new server); it leaves after two
 minutes without a stage. MONOSEM_STAGE_SERVER=0 turns it off. Nothing here runs unless a stage asks for it.
@@ -34,7 +35,7 @@ PRELOAD = ("torch", "numpy", "pandas", "matplotlib.pyplot", "lightning.pytorch",
            "monosem.lit", "monosem.sae_lit", "monosem.plots", "monosem.plots_tms", "monosem.plots_sae",
            "monosem.interpret", "monosem.claims", "monosem.metrics", "monosem.tracking", "monosem.sae_eval",
            "monosem.summary", "monosem.superposition", "monosem.theory", "monosem.regime", "monosem.plots_regime",
-           "common")
+           "monosem.tracking_worker", "common")  # tracking_worker: MLflow, for the stages' forked workers
 _SERVER_FDS: list[int] = []  # the server's own sockets: a forked stage closes its copies
 
 
@@ -129,7 +130,7 @@ def start_server(path: str) -> None:
 def serve(path: str) -> None:
     import importlib
 
-    sys.path.insert(0, str(ROOT / "pipeline"))
+    sys.path[:0] = [str(ROOT / "pipeline"), str(ROOT / "src")]  # this checkout's library, as `common` puts it first
     sys.argv = [str(ROOT / "pipeline" / "server.py")]
     for name in PRELOAD:  # imports only: no tensor work, so no thread pool exists to be forked
         importlib.import_module(name)

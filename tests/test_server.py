@@ -105,6 +105,45 @@ def test_a_signal_to_a_served_stage_ends_its_work_and_its_runs(repos, sig):
         (served / "params.yaml").write_text(params)
 
 
+def test_a_sigkilled_fork_leaves_no_run_running_and_its_status_reaches_the_stage(repos):
+    """The OOM killer's case: the fork doing the work dies at once. Its MLflow worker (a fork of the fork, so
+    MLflow's imports are done) sees its pipe close and ends the runs KILLED, as a worker started by a stage on
+    its own does; the stage process exits with the fork's status."""
+    import psutil
+
+    _, served, _ = repos
+    params = (served / "params.yaml").read_text()
+    (served / "params.yaml").write_text(params.replace("steps: 64", "steps: 500000", 1))
+    try:
+        known = {r.info.run_id for r in all_runs(served)}
+        proc = subprocess.Popen([sys.executable, "pipeline/train.py", "LR1"], cwd=served, env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while len([r for r in all_runs(served) if r.info.run_id not in known]) < 5 and time.time() < deadline:
+            time.sleep(0.5)
+        server = str(served / "pipeline" / "server.py")
+
+        def ours(p) -> bool:  # the server, its forks and their workers
+            try:
+                return server in " ".join(p.cmdline())
+            except psutil.Error:  # gone, or a zombie
+                return False
+
+        forks = [p for p in psutil.process_iter() if ours(p) and p.parent() and ours(p.parent())
+                 and any(ours(c) for c in p.children())]
+        assert len(forks) == 1
+        worker = [c for c in forks[0].children() if ours(c)][0]
+        new = lambda: [r for r in all_runs(served) if r.info.run_id not in known]  # noqa: E731
+        assert {r.data.tags["monosem.pid"] for r in new()} == {str(forks[0].pid)}  # the fork owns the runs
+        forks[0].kill()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGKILL, err[-2000:]
+        worker.wait(timeout=60)
+        assert len(new()) == 5 and {r.info.status for r in new()} == {"KILLED"}
+    finally:
+        (served / "params.yaml").write_text(params)
+
+
 def test_no_server_where_another_user_could_listen_or_the_path_is_too_long(monkeypatch):
     import shutil
     import tempfile

@@ -27,25 +27,42 @@ import traceback
 from pathlib import Path
 from urllib.parse import unquote
 
-sys.path.pop(0)  # this file's folder holds monosem's modules (errors, config, ...): they must not shadow packages
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-ANSWERS = os.fdopen(os.dup(1), "wb")  # the pipe; anything MLflow prints goes to stderr instead
-LOG = None
-if len(sys.argv) > 1:
-    try:
-        Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
-        log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log, 2)
-        LOG = sys.argv[1]
-    except OSError:  # an unwritable checkout: MLflow's messages stay on the terminal
-        pass
-os.dup2(2, 1)
+if __name__ == "__main__":
+    sys.path.pop(0)  # this file's folder holds monosem's modules (errors, config, ...): they must not shadow packages
+ANSWERS = LOG = None
 
-# Before mlflow is imported: no telemetry, and fail fast (not after minutes of retries) when a server is down.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+def mlflow_settings() -> None:
+    """No telemetry, and fail fast (not after minutes of retries) when a server is down: set before mlflow is
+    imported, and again in a forked worker (over its stage's environment)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def setup(log: str | None) -> None:
+    """This process as a worker: answers on the pipe that is stdout, MLflow's own output to the log."""
+    global ANSWERS, LOG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ANSWERS = os.fdopen(os.dup(1), "wb")  # the pipe; anything MLflow prints goes to stderr instead
+    if log:
+        try:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, 2)
+            os.close(fd)
+            LOG = log
+        except OSError:  # an unwritable checkout: MLflow's messages stay on the terminal
+            pass
+    os.dup2(2, 1)
+    mlflow_settings()
+
+
+if __name__ == "__main__":
+    setup(sys.argv[1] if len(sys.argv) > 1 else None)
+else:
+    mlflow_settings()
 
 import psutil  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
@@ -53,7 +70,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
+if __name__ != "__main__" or not os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
     import mlflow.store.tracking.sqlalchemy_store  # noqa: E402,F401  a database store's code, loaded while waiting
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -69,7 +86,7 @@ def started(pid: int) -> str:
         return ""
 
 
-# The stage that started this worker owns the runs it creates.
+# The stage that started this worker owns the runs it creates (set again in a forked worker).
 OWNER = {"monosem.host": HOST, "monosem.pid": str(os.getppid()), "monosem.pid_started": started(os.getppid())}
 
 
@@ -272,6 +289,43 @@ def serve() -> None:
                 break
             earlier = None
     store.abandoned()
+
+
+class Forked:
+    """A worker forked from this process, with a pipe each way: what `subprocess.Popen` gives `Tracker`."""
+
+    def __init__(self, pid: int, stdin, stdout, log: str):
+        self.pid, self.stdin, self.stdout, self.args = pid, stdin, stdout, [sys.executable, __file__, log]
+
+    def wait(self) -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+def fork(log: str) -> Forked:
+    """The stage's worker as a fork of the stage itself, for a stage forked by the stage server, which has
+    imported this module and so MLflow: the worker starts at once instead of after its ~1.4 s of imports (on
+    the core the stage's own work wants). Call it before any tensor work (no thread pool to fork)."""
+    worker_in, to_worker = os.pipe()
+    from_worker, worker_out = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(worker_in)
+        os.close(worker_out)
+        return Forked(pid, os.fdopen(to_worker, "wb"), os.fdopen(from_worker, "rb"), log)
+    try:
+        os.close(to_worker)  # else its input never ends
+        os.close(from_worker)
+        os.dup2(worker_in, 0)
+        os.dup2(worker_out, 1)
+        os.close(worker_in)
+        os.close(worker_out)
+        sys.stdin = open(0, closefd=False)
+        setup(log)
+        ppid = os.getppid()
+        OWNER.update({"monosem.pid": str(ppid), "monosem.pid_started": started(ppid)})
+        serve()
+    finally:
+        os._exit(0)
 
 
 if __name__ == "__main__":
