@@ -324,6 +324,9 @@ def fork(log: str) -> Forked:
         ppid = os.getppid()
         OWNER.update({"monosem.pid": str(ppid), "monosem.pid_started": started(ppid)})
         serve()
+    except BaseException:
+        traceback.print_exc()  # into the log
+        os._exit(1)
     finally:
         os._exit(0)
 
