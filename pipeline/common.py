@@ -25,13 +25,17 @@ if Path(sys.argv[0]).stem in STAGES:
     server.hand_over()
 
 
-def _start_worker() -> subprocess.Popen | None:
+def _start_worker(fork: bool = False):
     """The stages that log start MLflow's worker process first (`monosem.tracking.start_worker`, which this
     cannot import before torch), so MLflow loads on the other core while this process imports torch.
     Its log: `monosem.tracking.log_file` of the repo root ($DVC_ROOT under DVC, whose queued experiments run in
     a temporary copy; else where the stage runs, the root)."""
     if Path(sys.argv[0]).stem not in LOGGING:
         return None
+    if fork:  # a fork of this process, which has MLflow imported already (the stage server's preload)
+        from monosem import tracking_worker
+
+        return tracking_worker.fork(str(_log()))
     return subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(_log())],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
@@ -44,13 +48,9 @@ _WORKER = _start_worker()
 
 
 def forked() -> None:
-    """In a stage forked by the stage server: what importing this module does for a stage (its worker), with
-    the worker forked from this process, which has MLflow imported already (the server's preload)."""
+    """In a stage forked by the stage server: what importing this module does for a stage (its worker)."""
     global _WORKER
-    if Path(sys.argv[0]).stem in LOGGING:
-        from monosem import tracking_worker
-
-        _WORKER = tracking_worker.fork(str(_log()))
+    _WORKER = _start_worker(fork=True)
 
 
 import torch  # noqa: E402

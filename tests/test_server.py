@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,32 +78,39 @@ def test_a_served_stage_does_not_import_torch_itself_and_relays_its_exit_status(
     assert alone.returncode == 2 and imported_torch(alone.stderr)  # the check can fail: on its own, it does
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_a_signal_to_a_served_stage_ends_its_work_and_its_runs(repos, sig):
-    """SIGTERM is passed on; a SIGKILLed stage process closes its connection and the server ends the fork."""
-    _, served, _ = repos
+@contextmanager
+def long_training(served: Path):
+    """A served train@LR1 made long enough to interrupt, started and waited for until its 5 runs exist:
+    (the stage process, a function giving the runs it started). params.yaml is restored afterwards."""
     params = (served / "params.yaml").read_text()
     (served / "params.yaml").write_text(params.replace("steps: 64", "steps: 500000", 1))
     try:
         known = {r.info.run_id for r in all_runs(served)}
+        new = lambda: [r for r in all_runs(served) if r.info.run_id not in known]  # noqa: E731
         proc = subprocess.Popen([sys.executable, "pipeline/train.py", "LR1"], cwd=served, env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while len([r for r in all_runs(served) if r.info.run_id not in known]) < 5 and time.time() < deadline:
+        while len(new()) < 5 and time.time() < deadline:
             time.sleep(0.5)
+        yield proc, new
+    finally:
+        (served / "params.yaml").write_text(params)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_to_a_served_stage_ends_its_work_and_its_runs(repos, sig):
+    """SIGTERM is passed on; a SIGKILLed stage process closes its connection and the server ends the fork."""
+    _, served, _ = repos
+    with long_training(served) as (proc, new):
         time.sleep(2)  # training
         assert proc.poll() is None
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == (128 + sig if sig == signal.SIGTERM else -sig), err[-2000:]
-        new = [r for r in all_runs(served) if r.info.run_id not in known]
         deadline = time.time() + 60  # a SIGKILLed stage: the fork ends after the server notices
-        while {r.info.status for r in new} != {"KILLED"} and time.time() < deadline:
+        while {r.info.status for r in new()} != {"KILLED"} and time.time() < deadline:
             time.sleep(0.5)
-            new = [r for r in all_runs(served) if r.info.run_id not in known]
-        assert len(new) == 5 and {r.info.status for r in new} == {"KILLED"}
-    finally:
-        (served / "params.yaml").write_text(params)
+        assert len(new()) == 5 and {r.info.status for r in new()} == {"KILLED"}
 
 
 def test_a_sigkilled_fork_leaves_no_run_running_and_its_status_reaches_the_stage(repos):
@@ -112,36 +120,25 @@ def test_a_sigkilled_fork_leaves_no_run_running_and_its_status_reaches_the_stage
     import psutil
 
     _, served, _ = repos
-    params = (served / "params.yaml").read_text()
-    (served / "params.yaml").write_text(params.replace("steps: 64", "steps: 500000", 1))
-    try:
-        known = {r.info.run_id for r in all_runs(served)}
-        proc = subprocess.Popen([sys.executable, "pipeline/train.py", "LR1"], cwd=served, env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while len([r for r in all_runs(served) if r.info.run_id not in known]) < 5 and time.time() < deadline:
-            time.sleep(0.5)
-        server = str(served / "pipeline" / "server.py")
+    server = str(served / "pipeline" / "server.py")
 
-        def ours(p) -> bool:  # the server, its forks and their workers
-            try:
-                return server in " ".join(p.cmdline())
-            except psutil.Error:  # gone, or a zombie
-                return False
+    def ours(p) -> bool:  # the server, its forks and their workers
+        try:
+            return server in " ".join(p.cmdline())
+        except psutil.Error:  # gone, or a zombie
+            return False
 
+    with long_training(served) as (proc, new):
         forks = [p for p in psutil.process_iter() if ours(p) and p.parent() and ours(p.parent())
                  and any(ours(c) for c in p.children())]
         assert len(forks) == 1
         worker = [c for c in forks[0].children() if ours(c)][0]
-        new = lambda: [r for r in all_runs(served) if r.info.run_id not in known]  # noqa: E731
         assert {r.data.tags["monosem.pid"] for r in new()} == {str(forks[0].pid)}  # the fork owns the runs
         forks[0].kill()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGKILL, err[-2000:]
         worker.wait(timeout=60)
         assert len(new()) == 5 and {r.info.status for r in new()} == {"KILLED"}
-    finally:
-        (served / "params.yaml").write_text(params)
 
 
 def test_no_server_where_another_user_could_listen_or_the_path_is_too_long(monkeypatch):
