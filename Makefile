@@ -1,4 +1,4 @@
-# make repro | make explore | make test | make setup | make ui | make bench   (VENV=path: another environment; PROFILE=paper)
+# make repro | make explore | make test | make docs | make setup | make ui | make bench   (VENV=path: another environment; PROFILE=paper)
 VENV ?= .venv
 PYTHON ?= python3.11
 PORT ?= 5000
@@ -8,8 +8,9 @@ STAMP := $(VENV)/.monosem-setup
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := true
 export MLFLOW_DISABLE_TELEMETRY := true
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup repro explore test ui bench
+.PHONY: setup repro explore test docs ui bench
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,8 +41,13 @@ explore:
 	@echo "served at http://127.0.0.1:$(EXPLORE_PORT)/ (Ctrl-C stops)"
 	@python3 -m http.server --bind 127.0.0.1 --directory reports/explorer $(EXPLORE_PORT)
 
-# Two workers, a test file each at a time: the end-to-end files are mostly stage start-up, one core each.
+# The layers' contracts (pyproject.toml's [tool.importlinter]), the lint, the docs site (a broken link or a page
+# missing from the navigation fails), then the tests: two workers, a test file each at a time (the end-to-end
+# files are mostly stage start-up, one core each).
 test: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
@@ -58,3 +64,7 @@ ui: setup
 	print(f'runs: http://127.0.0.1:$(PORT)/#/experiments/{row[0]}/runs' if row else 'no runs yet: make repro first')"
 	mlflow server --host 127.0.0.1 --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts
+
+# The docs site (docs/, mkdocs.yml), served on loopback until Ctrl-C.
+docs: setup
+	$(VENV)/bin/mkdocs serve -a 127.0.0.1:8001

@@ -35,10 +35,11 @@ def main() -> None:
     os.chdir(args.run_dir)  # the pipeline's layout is relative to the run's root
 
     from browser import chromium, errors, open_page
-    from report_explorer import build_explorer
 
-    from monosem.artifacts import read_json
-    from monosem.config import load_params
+    from monosem.params import load_params
+    from monosem.store.artifacts import read_json
+
+    from report_explorer import build_explorer
 
     params = load_params()
     tmp = Path(tempfile.mkdtemp(prefix="explorer-bench-"))

@@ -38,10 +38,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import lightning.pytorch as L  # noqa: E402
 
-from monosem.config import Study, World, load_params  # noqa: E402
-from monosem.lit import ToyStudyModule  # noqa: E402
-from monosem.training import fit, matmul_precision_of  # noqa: E402
-from monosem.metrics import measure  # noqa: E402
+from monosem.analysis.metrics import measure  # noqa: E402
+from monosem.config import Study, World  # noqa: E402
+from monosem.params import load_params  # noqa: E402
+from monosem.training.loop import fit, matmul_precision_of  # noqa: E402
+from monosem.training.toy import ToyStudyModule  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 OUT: list[str] = []
@@ -324,7 +325,7 @@ def default_lr1(device: str, scale: float) -> None:
 
 @section("(d) Projected training time of PROFILE=paper on this GPU")
 def projection(device: str, scale: float) -> None:
-    from monosem.families import family
+    from monosem.toy.families import family
 
     params = load_params(ROOT / "profiles" / "paper.yaml")
     shapes = NUMBERS.get("paper_shape", {})

@@ -102,8 +102,8 @@ def shapes(small: bool):
 @section("(1) One module step, profiled (TF32 matmuls)")
 def profile_module(device, small):
     from monosem.config import Study, World
-    from monosem.lit import ToyStudyModule
-    from monosem.training import matmul_precision_of
+    from monosem.training.loop import matmul_precision_of
+    from monosem.training.toy import ToyStudyModule
     from monosem.worlds import generate_world
 
     n, B, m, k, d = shapes(small)

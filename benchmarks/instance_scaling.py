@@ -27,9 +27,9 @@ def one(study_name: str, n: int, steps: int) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     from train_throughput import Stopwatch  # the training loop alone, without Trainer start-up
 
-    from monosem.config import load_params
-    from monosem.lit import ToyStudyModule
-    from monosem.training import fit
+    from monosem.params import load_params
+    from monosem.training.loop import fit
+    from monosem.training.toy import ToyStudyModule
     from monosem.worlds import generate_world
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

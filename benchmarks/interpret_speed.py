@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from monosem.analysis.interpret import analyse  # noqa: E402
 from monosem.config import World  # noqa: E402
-from monosem.interpret import analyse  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 

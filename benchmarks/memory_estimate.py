@@ -1,4 +1,4 @@
-"""The memory estimate (`monosem.memory`) against the peak resident memory of the real stages.
+"""The memory estimate (`monosem.training.memory`) against the peak resident memory of the real stages.
 
     python benchmarks/memory_estimate.py [--only train@TRAIN_K ...]
 
@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from e2e import make_repo  # noqa: E402
 
-from monosem import memory  # noqa: E402
-from monosem.config import parse_params  # noqa: E402
+from monosem.params import parse_params  # noqa: E402
+from monosem.training import memory  # noqa: E402
 
 TRAIN = {"steps": 16, "batch_size": 64, "lr": 0.01, "t_max": 8, "log_points": 2}
 PARAMS = {

@@ -30,11 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from monosem.config import Study, World, load_params  # noqa: E402
-from monosem.metrics import measure  # noqa: E402
-from monosem.models import ToyModels  # noqa: E402
-from monosem.worlds import derive_seed, generate_world  # noqa: E402
 from train_throughput import matmul_flops, matmuls_alone, timed_fit  # noqa: E402
+
+from monosem.analysis.metrics import measure  # noqa: E402
+from monosem.config import Study, World  # noqa: E402
+from monosem.params import load_params  # noqa: E402
+from monosem.toy.models import ToyModels  # noqa: E402
+from monosem.worlds import derive_seed, generate_world  # noqa: E402
 
 
 def shapes() -> dict[str, tuple[World, Study]]:

@@ -38,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_throughput import Stopwatch, matmul_flops  # noqa: E402
 
-from monosem.config import SaeTrain, World, load_params  # noqa: E402
-from monosem.training import fit  # noqa: E402
-from monosem.models import ToyModels  # noqa: E402
-from monosem.sae_lit import Activations, SAEStudyModule, eval_features  # noqa: E402
+from monosem.config import SaeTrain, World  # noqa: E402
+from monosem.params import load_params  # noqa: E402
+from monosem.toy.models import ToyModels  # noqa: E402
+from monosem.training.loop import fit  # noqa: E402
+from monosem.training.sae import Activations, SAEStudyModule, eval_features  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 TOPK_KS = [4, 8, 12, 16, 20, 24, 28, 32]

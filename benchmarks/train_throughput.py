@@ -29,9 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from monosem.config import Study, World, load_params  # noqa: E402
-from monosem.lit import ToyStudyModule  # noqa: E402
-from monosem.training import fit  # noqa: E402
+from monosem.config import Study, World  # noqa: E402
+from monosem.params import load_params  # noqa: E402
+from monosem.training.loop import fit  # noqa: E402
+from monosem.training.toy import ToyStudyModule  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 

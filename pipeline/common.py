@@ -1,67 +1,28 @@
-"""What every stage shares: the file layout, and turning known failures into one clear line."""
+"""What every stage shares: the file layout, and turning known failures into one clear line.
+
+Importing it does nothing but import; a stage calls `boot.begin` before it (this checkout's library first on
+the path, the MLflow worker started)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-# Stages import the library from this checkout's src/ (a DVC dependency), not from wherever the
-# environment's editable install points: a queued experiment's temporary copy then runs its own code.
-SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(SRC))
+import torch
 
-import server  # noqa: E402  (pipeline/server.py: standard library only)
+from monosem.config import Instance, ModelCfg, Params
+from monosem.errors import MonosemError, ParamsError
+from monosem.params import load_params
+from monosem.store.artifacts import load_tensors, read_json
+from monosem.store.tracking import Tracker
+from monosem.toy.families import family
+from monosem.training.memory import available_host, estimates, refusal
+from monosem.worlds import WorldData
 
-# A stage runs as a fork of the stage server when one is up (pipeline/server.py: the imports below are then
-# already done); this process then only waits for it. Otherwise it starts one for the next stages and runs here.
-LOGGING = ("train", "measure", "interpret", "sae", "report", "validate")  # the stages with an MLflow worker
-STAGES = ("generate", *LOGGING)
-if Path(sys.argv[0]).stem in STAGES:
-    server.hand_over()
-
-
-def _start_worker(fork: bool = False):
-    """The stages that log start MLflow's worker process first (`monosem.tracking.start_worker`, which this
-    cannot import before torch), so MLflow loads on the other core while this process imports torch.
-    Its log: `monosem.tracking.log_file` of the repo root ($DVC_ROOT under DVC, whose queued experiments run in
-    a temporary copy; else where the stage runs, the root)."""
-    if Path(sys.argv[0]).stem not in LOGGING:
-        return None
-    if fork:  # a fork of this process, which has MLflow imported already (the stage server's preload)
-        from monosem import tracking_worker
-
-        return tracking_worker.fork(str(_log()))
-    return subprocess.Popen([sys.executable, str(SRC / "monosem" / "tracking_worker.py"), str(_log())],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-
-def _log() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
-
-
-_WORKER = _start_worker()
-
-
-def forked() -> None:
-    """In a stage forked by the stage server: what importing this module does for a stage (its worker)."""
-    global _WORKER
-    _WORKER = _start_worker(fork=True)
-
-
-import torch  # noqa: E402
-
-from monosem.artifacts import load_tensors, read_json  # noqa: E402
-from monosem.config import Instance, Params, load_params  # noqa: E402
-from monosem.errors import MonosemError, ParamsError  # noqa: E402
-from monosem.families import family  # noqa: E402
-from monosem.memory import available_host, estimates, refusal  # noqa: E402
-from monosem.tracking import Tracker  # noqa: E402
-from monosem.worlds import WorldData  # noqa: E402
+import boot
 
 DATA, MODELS, RESULTS, REPORTS = Path("data/worlds"), Path("models"), Path("results"), Path("reports")
 
@@ -70,10 +31,9 @@ _TRACKERS: list[Tracker] = []
 
 
 def open_tracker(experiment: str) -> Tracker:
-    """The stage's tracker, through the worker started at import (an unusable store fails here). `run`
+    """The stage's tracker, through the worker `boot.begin` started (an unusable store fails here). `run`
     waits for its logging to land when the stage's main returns."""
-    global _WORKER
-    worker, _WORKER = _WORKER, None
+    worker, boot.WORKER = boot.WORKER, None
     _TRACKERS.append(Tracker(experiment, worker=worker))
     return _TRACKERS[-1]
 
@@ -106,7 +66,7 @@ def study_params(name: str, section: str = "studies") -> tuple[Params, str]:
 
 
 def check_memory(params: Params, stages: list[str]) -> None:
-    """Refuse, before any work, a stage whose estimated memory (monosem.memory) exceeds what this machine, or
+    """Refuse, before any work, a stage whose estimated memory (monosem.training.memory) exceeds what this machine, or
     the GPU it trains on, has free."""
     rt = params.runtime
     on_gpu = rt.accelerator != "cpu" and torch.cuda.is_available()
@@ -145,8 +105,9 @@ def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, 
     """Each instance's tensors, refused unless each has the shape its instance and world imply."""
     shapes = {}
     for row in manifest["instances"]:
-        k, n = row["instance"]["model"]["neurons"], world.cfg.n_features
-        weights = family(row["instance"]["model"].get("kind", "jermyn")).weight_shapes(k, n, world.cfg.d_embed, world.d_out)
+        model = ModelCfg(**row["instance"]["model"])
+        k, n = model.neurons, world.cfg.n_features
+        weights = family(model.kind).weight_shapes(k, n, world.cfg.d_embed, world.d_out)
         if world.cfg.embedder == "per_seed":  # the model's own embedders
             weights |= {"P": (world.cfg.d_embed, n)} | ({"Q": (world.cfg.d_embed, n)} if world.Q is not None else {})
         shapes[row["label"]] = weights | {"act_mean": (k,), "act_var": (k,)}

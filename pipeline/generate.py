@@ -1,10 +1,15 @@
 """generate@<world>: the embedders, feature probabilities, held-out eval set and probes of one world."""
 
-from common import check_memory, run, world_dir
+import boot
 
-from monosem.artifacts import save_world
-from monosem.config import ParamsError, load_params
+boot.begin(logs=False)  # first: this checkout's library
+
+from monosem.config import ParamsError
+from monosem.params import load_params
+from monosem.store.artifacts import save_world
 from monosem.worlds import generate_world
+
+from common import check_memory, run, world_dir
 
 
 def main(name: str) -> None:

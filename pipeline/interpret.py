@@ -1,19 +1,31 @@
 """interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
 
-# First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import (instance_world, load_manifest, load_states, model_dir, open_tracker, result_dir, run,
-                    study_params, world_dir)
+import boot
 
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
 import pandas as pd
 import torch
 
-from monosem import plots, plots_tms
-from monosem.artifacts import load_world, read_json, write_csv, write_json
-from monosem.families import family
-from monosem.interpret import analyse
-from monosem.models import ACTIVATIONS
-from monosem.theory import gain_by_width, gain_references
+from monosem.analysis.interpret import analyse
+from monosem.analysis.theory import gain_by_width, gain_references
+from monosem.plots import tms as plots_tms
+from monosem.plots import toy as plots
+from monosem.store.artifacts import load_world, read_json, write_csv, write_json
+from monosem.toy.families import family
+from monosem.toy.models import ACTIVATIONS
+
+from common import (
+    instance_world,
+    load_manifest,
+    load_states,
+    model_dir,
+    open_tracker,
+    result_dir,
+    run,
+    study_params,
+    world_dir,
+)
 
 
 def _show(value) -> str:

@@ -1,15 +1,26 @@
 """measure@<study>: loss and monosemanticity of every instance on the world's eval set and probes."""
 
-# First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import (groups, instance_world, load_manifest, load_states, open_tracker, result_dir, run,
-                    study_params, world_dir)
+import boot
+
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
 import torch
 
-from monosem.artifacts import load_world, write_csv, write_json
-from monosem.families import family
-from monosem.models import models_from_states
-from monosem.summary import best, compact, summarise
+from monosem.analysis.summary import best, compact, summarise
+from monosem.store.artifacts import load_world, write_csv, write_json
+from monosem.toy.families import family, models_from_states
+
+from common import (
+    groups,
+    instance_world,
+    load_manifest,
+    load_states,
+    open_tracker,
+    result_dir,
+    run,
+    study_params,
+    world_dir,
+)
 
 # `dvc metrics show` / `dvc exp show` get the study's headline (metrics.json, summary.best); points.json has per
 # sweep point what each family's dvc_metrics name (summary.compact); `dvc plots` draws sweep.csv: the family's

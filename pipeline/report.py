@@ -1,6 +1,8 @@
 """report: reports/report.md with a table and the figures of every study, and reports/claims.json."""
 
-from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs  # first: it may hand the stage over
+import boot
+
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
 import math
 import shutil
@@ -8,18 +10,20 @@ import statistics
 
 import pandas as pd
 
+from monosem.analysis import regime
+from monosem.analysis.sae_eval import matched_l0_markdown
+from monosem.analysis.stats import verdict
+from monosem.analysis.summary import cell
+from monosem.claims import evaluate
+from monosem.params import load_params
+from monosem.plots import regime as plots_regime
+from monosem.store.artifacts import read_json, write_csv, write_json, write_text
+from monosem.store.tracking import tracking_uri
+from monosem.toy.families import family
+
+from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs
 from report_explorer import write_explorer
 from report_mechanism import mechanism_inputs, mechanism_section
-
-from monosem import plots_regime, regime
-from monosem.artifacts import read_json, write_csv, write_json, write_text
-from monosem.claims import evaluate
-from monosem.families import family
-from monosem.stats import verdict
-from monosem.summary import cell
-from monosem.config import load_params
-from monosem.sae_eval import matched_l0_markdown
-from monosem.tracking import tracking_uri
 
 INTERVENTIONS = [
     ("Does the negative bias match the input noise?",

@@ -12,17 +12,25 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import (REPORTS, groups, instance_world, load_manifest, load_states, model_dir, result_dir, sae_dirs,
-                    world_dir)
-
-from monosem.artifacts import load_tensors, load_world, read_json
+from monosem.analysis.metrics import single_feature_activations
+from monosem.analysis.sae_eval import Activations
 from monosem.explorer import AMPLITUDES, bundle, model_page, sae_page, tied_page, write_site
-from monosem.families import family
-from monosem.metrics import single_feature_activations
-from monosem.models import models_from_states
 from monosem.sae import architecture
-from monosem.sae_eval import Activations
-from monosem.tracking import lineage_tags
+from monosem.store.artifacts import load_tensors, load_world, read_json
+from monosem.store.tracking import lineage_tags
+from monosem.toy.families import family, models_from_states
+
+from common import (
+    REPORTS,
+    groups,
+    instance_world,
+    load_manifest,
+    load_states,
+    model_dir,
+    result_dir,
+    sae_dirs,
+    world_dir,
+)
 
 MLFLOW_UI = "http://127.0.0.1:" + os.environ.get("PORT", "5000")  # where `make ui` serves a local store
 

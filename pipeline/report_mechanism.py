@@ -4,10 +4,10 @@ mechanism claims in plain words, and the drawn model's decomposition and spectru
 import shutil
 import statistics
 
-from common import REPORTS, result_dir
+from monosem.analysis.summary import cell
+from monosem.store.artifacts import read_json
 
-from monosem.artifacts import read_json
-from monosem.summary import cell
+from common import REPORTS, result_dir
 
 MECH_COLUMNS = [("n_poly", "poly neurons", 1), ("poly_output_share", "poly share of output", 3),
                 ("poly_r2_rank_m", "R² rank m", 3), ("poly_rank_90", "rank, 90% energy", 1),

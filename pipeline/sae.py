@@ -1,8 +1,9 @@
 """sae@<name>: sparse autoencoders on one toy model's activations, every architecture's sweep × seeds batched,
 measured against the true features, exported for SAELens, one MLflow run per SAE."""
 
-# First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import instance_world, load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
+import boot
+
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
 import json
 import shutil
@@ -12,18 +13,20 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import Tensor
 
-from monosem.artifacts import load_world, save_tensors, write_csv, write_json
-from monosem.config import Instance, Params, SaeStudy
-from monosem.training import CurveSink, fit
-from monosem.models import models_from_states
-from monosem.plots_sae import sweep_panels, training_curves
-from monosem.sae import architecture, saelens_export
+from monosem.analysis.sae_eval import matched_l0_table, measure_saes
+from monosem.analysis.summary import best, compact, rounded, summarise
 from monosem.claims.gated import gated_claims
-from monosem.sae_eval import matched_l0_table, measure_saes
-from monosem.sae_lit import SAE_CURVES, Activations, SAEStudyModule, eval_features
-from monosem.summary import best, compact, rounded, summarise
-from monosem.tracking import input_hash, lineage_tags
+from monosem.config import Instance, Params, SaeStudy
+from monosem.plots.sae import sweep_panels, training_curves
+from monosem.sae import architecture, saelens_export
+from monosem.store.artifacts import load_world, save_tensors, write_csv, write_json
+from monosem.store.tracking import input_hash, lineage_tags
+from monosem.toy.families import models_from_states
+from monosem.training.loop import CurveSink, fit
+from monosem.training.sae import SAE_CURVES, Activations, SAEStudyModule, eval_features
 from monosem.worlds import WorldData
+
+from common import instance_world, load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
 
 
 def knob_name(arch: str) -> str:

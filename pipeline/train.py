@@ -1,7 +1,8 @@
 """train@<study>: every sweep point × seed of a study, batched by shape, one MLflow run per instance."""
 
-# First: importing common starts the MLflow worker, which loads while this process imports torch.
-from common import ParamsError, groups, model_dir, open_tracker, run, study_params, world_dir
+import boot
+
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
 import hashlib
 import json
@@ -13,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import monosem
-from monosem.artifacts import load_tensors, load_world, read_metadata, save_tensors, write_csv, write_json
 from monosem.config import Instance, Params, Study
-from monosem.tracking import input_hash, lineage_tags
+from monosem.store.artifacts import load_tensors, load_world, read_metadata, save_tensors, write_csv, write_json
+from monosem.store.tracking import input_hash, lineage_tags
 from monosem.worlds import WorldData
+
+from common import ParamsError, groups, model_dir, open_tracker, run, study_params, world_dir
 
 
 def lightning():
-    """monosem.lit and monosem.training, imported when first needed: Lightning's ~2 s of imports then overlap
+    """monosem.training.toy and monosem.training.loop, imported when first needed: Lightning's ~2 s of imports then overlap
     the MLflow worker creating the study's runs."""
-    from monosem import lit, training
+    from monosem.training import loop as training
+    from monosem.training import toy as lit
 
     return lit, training
 
@@ -30,7 +34,7 @@ def lightning():
 def code_hash() -> str:
     """The library's source: a checkpoint resumes only under the code that wrote it."""
     digest = hashlib.sha256()
-    for path in sorted(Path(monosem.__file__).parent.glob("*.py")):
+    for path in sorted(Path(monosem.__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

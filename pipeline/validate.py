@@ -2,12 +2,16 @@
 `dvc repro` runs (`make repro` runs this first). DVC deletes a stage's outputs before it runs the stage, so a
 bad value that only the stage itself found would cost them (they come back from DVC's cache once fixed)."""
 
-# First: importing common starts the MLflow worker, which opens the store while this checks the params.
-from common import check_memory, open_tracker, run
+import boot
 
-from monosem.config import Defaults, load_params
+boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
+
+from monosem.config import Defaults
 from monosem.errors import ParamsError
-from monosem.memory import estimates
+from monosem.params import load_params
+from monosem.training.memory import estimates
+
+from common import check_memory, open_tracker, run
 
 
 def main() -> None:

@@ -5,15 +5,25 @@ import math
 
 import pytest
 
+from monosem.analysis.stats import FAILS, HOLDS, NOT_RUN, UNSURE
 from monosem.claims import FAMILIES, REGISTRY, evaluate
 from monosem.claims import claim as register
-from monosem.claims.interventions import (inhibition_lowers_monosemanticity, lasso_raises_monosemanticity,
-                                          noise_bias_tracks_sigma, noise_moves_poly_more)
-from monosem.claims.paper import (bias_scales_as_sqrt_density, bias_trick_more_monosemantic,
-                                  density_lowers_monosemanticity, effects_hold_on_other_tasks,
-                                  l1_raises_monosemanticity, mono_neurons_negative_bias,
-                                  same_loss_different_monosemanticity, width_raises_monosemanticity)
-from monosem.stats import FAILS, HOLDS, NOT_RUN, UNSURE
+from monosem.claims.interventions import (
+    inhibition_lowers_monosemanticity,
+    lasso_raises_monosemanticity,
+    noise_bias_tracks_sigma,
+    noise_moves_poly_more,
+)
+from monosem.claims.paper import (
+    bias_scales_as_sqrt_density,
+    bias_trick_more_monosemantic,
+    density_lowers_monosemanticity,
+    effects_hold_on_other_tasks,
+    l1_raises_monosemanticity,
+    mono_neurons_negative_bias,
+    same_loss_different_monosemanticity,
+    width_raises_monosemanticity,
+)
 
 
 def study(rows):

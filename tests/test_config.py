@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monosem.config import ParamsError, load_params, parse_params
+from monosem.config import ParamsError
+from monosem.params import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "tests" / "tiny_params.yaml").read_text())

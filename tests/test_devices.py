@@ -10,7 +10,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from monosem.config import Instance, ModelCfg, TrainCfg, World
-from monosem.lit import ToyStudyModule
+from monosem.training.toy import ToyStudyModule
 from monosem.worlds import generate_world
 
 SRC = str(Path(__file__).resolve().parents[1] / "src" / "monosem")
@@ -78,7 +78,7 @@ def test_the_audit_catches_a_factory_without_a_device_and_a_host_read():
         module.lr.sum().item()
         torch.zeros(3)
     assert audit.found == []  # called from the test, not from monosem: not counted
-    from monosem import optim
+    from monosem.toy import optim
 
     with DeviceAudit() as audit:
         optim.FlatParams([torch.nn.Parameter(torch.zeros(2, 3))]).norms(torch.zeros(6)).tolist()

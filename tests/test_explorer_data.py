@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from monosem.analysis.metrics import frac_mono
+from monosem.analysis.sae_metrics import mcc
 from monosem.explorer import encode, model_page, sae_page
-from monosem.metrics import frac_mono
-from monosem.sae_metrics import mcc
 
 
 def decode(m: dict) -> np.ndarray:

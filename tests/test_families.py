@@ -9,7 +9,7 @@ from e2e import make_repo, ran, sh, tiny
 pytestmark = pytest.mark.slow
 
 PLUGIN = '''
-from monosem.families import Decoder, register
+from monosem.toy.families import Decoder, register
 
 
 class Renamed(Decoder):

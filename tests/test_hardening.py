@@ -17,10 +17,21 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import BaseModel
 
-from monosem.artifacts import load_tensors, load_world, save_tensors, save_world
-from monosem.config import (DataCfg, Defaults, ModelCfg, Params, Runtime, SaeStudy, SaeTrain, Study, Tracking,
-                            TrainCfg, World)
+from monosem.config import (
+    DataCfg,
+    Defaults,
+    ModelCfg,
+    Params,
+    Runtime,
+    SaeStudy,
+    SaeTrain,
+    Study,
+    Tracking,
+    TrainCfg,
+    World,
+)
 from monosem.errors import ArtifactError
+from monosem.store.artifacts import load_tensors, load_world, save_tensors, save_world
 from monosem.worlds import generate_world
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monosem.interpret import abs_pairs, analyse, decomposition, linear_fit, multi_feature, reduced_rank_r2, sensitivity
+from monosem.analysis.interpret import (
+    abs_pairs,
+    analyse,
+    decomposition,
+    linear_fit,
+    multi_feature,
+    reduced_rank_r2,
+    sensitivity,
+)
 
 
 def test_reduced_rank_r2_recovers_the_rank_of_a_linear_map():

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from e2e import TINY
 
-from monosem import memory
-from monosem.config import load_params, parse_params
+from monosem.params import load_params, parse_params
+from monosem.training import memory
 
 RAW = yaml.safe_load(TINY.read_text())
 GB = 1e9

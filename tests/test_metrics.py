@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from monosem.interpret import feature_order, neuron_order, neuron_table
-from monosem.metrics import count_mono, frac_mono, measure, neuron_classes, noise_activation_change
-from monosem.models import ToyModels, solu
+from monosem.analysis.interpret import feature_order, neuron_order, neuron_table
+from monosem.analysis.metrics import count_mono, frac_mono, measure, neuron_classes, noise_activation_change
+from monosem.toy.models import ToyModels, solu
 
 
 def test_frac_mono_is_max_over_sum_with_the_papers_epsilon():
@@ -59,7 +59,7 @@ def test_neuron_table_sorts_by_monosemanticity_and_names_top_features():
 
 
 def test_monosemantic_scale_is_phi_quantile_against_training_stats():
-    from monosem.metrics import monosemantic_scale, spearman
+    from monosem.analysis.metrics import monosemantic_scale, spearman
 
     # Neuron 0 spikes rarely (mono-like), neuron 1 is dense; stats of the training stream given.
     h = torch.zeros(100, 2)
@@ -78,7 +78,7 @@ def test_monosemantic_scale_is_phi_quantile_against_training_stats():
 def test_spearman_uses_average_ranks_for_ties_as_scipy():
     from scipy.stats import spearmanr
 
-    from monosem.metrics import average_ranks, spearman
+    from monosem.analysis.metrics import average_ranks, spearman
 
     a, b = torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 4])
     assert average_ranks(a).tolist() == [1, 2.5, 2.5, 4]
@@ -90,7 +90,7 @@ def test_spearman_uses_average_ranks_for_ties_as_scipy():
 
 def test_welford_tracking_matches_mean_and_variance_of_all_training_activations():
     from monosem.config import Instance, ModelCfg, TrainCfg, World
-    from monosem.lit import ToyStudyModule
+    from monosem.training.toy import ToyStudyModule
     from monosem.worlds import generate_world
 
     world = generate_world(World(n_features=6, d_embed=3, eps=0.3, n_eval=8))

@@ -6,9 +6,9 @@ import json
 import os
 import re
 
+import plots_page
 import pytest
 import yaml
-import plots_page
 from e2e import all_runs, client, make_repo, ran, sh, tiny
 
 pytestmark = pytest.mark.slow
@@ -75,9 +75,9 @@ def test_each_seed_has_its_own_embedder_and_measure_and_interpret_use_it(repo):
     import torch
     from safetensors.torch import load_file
 
-    from monosem.artifacts import load_world
-    from monosem.metrics import count_mono, measure, single_feature_activations
-    from monosem.models import ToyModels
+    from monosem.analysis.metrics import count_mono, measure, single_feature_activations
+    from monosem.store.artifacts import load_world
+    from monosem.toy.models import ToyModels
 
     repo, _ = repo
     weights = load_file(repo / "models/LR1/weights.safetensors")

@@ -11,8 +11,8 @@ import termios
 
 FIT = """
 from monosem.config import Instance, ModelCfg, TrainCfg, World
-from monosem.lit import ToyStudyModule
-from monosem.training import fit
+from monosem.training.toy import ToyStudyModule
+from monosem.training.loop import fit
 from monosem.worlds import generate_world
 world = generate_world(World(n_features=12, d_embed=4, eps=0.2, n_eval=64, seed=3))
 inst = Instance(point={}, seed=0, model=ModelCfg(neurons=10), train=TrainCfg(steps=160, batch_size=16, lr=0.01, t_max=8))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from monosem import regime
-from monosem.plots_regime import regime_plot
+from monosem.analysis import regime
+from monosem.plots.regime import regime_plot
 
 
 def rows(mono_plain, mono_trick, steps=(1024, 2048), seeds=(0, 1, 2)):

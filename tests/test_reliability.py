@@ -93,7 +93,6 @@ def test_queued_experiments_run_two_at_a_time_and_log_into_the_root_store(repo):
 
 
 def test_sigterm_during_training_marks_runs_killed_and_writes_no_manifest(repo):
-    import signal
     repo, _ = repo
     tiny_params(repo, lambda p: p["studies"]["LR1"]["train"].update(steps=200_000))
     shutil.rmtree(repo / "models" / "LR1", ignore_errors=True)
@@ -116,7 +115,6 @@ def test_sigterm_during_training_marks_runs_killed_and_writes_no_manifest(repo):
 
 
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint_to_the_same_result(repo):
-    import signal
     repo, _ = repo
 
     def long(resume):

@@ -3,10 +3,19 @@
 import pytest
 import torch
 
-from monosem.sae import (ARCHITECTURES, BatchTopKSAE, GatedSAE, JumpReluSAE, ReluSAE, ReluWeightedSAE, TopKSAE,
-                         build_sae, input_scale)
+from monosem.analysis.sae_metrics import best_matches, ground_truth_metrics, mcc, reconstruction_metrics
+from monosem.sae import (
+    ARCHITECTURES,
+    BatchTopKSAE,
+    GatedSAE,
+    JumpReluSAE,
+    ReluSAE,
+    ReluWeightedSAE,
+    TopKSAE,
+    build_sae,
+    input_scale,
+)
 from monosem.sae.base import data_centre
-from monosem.sae_metrics import best_matches, ground_truth_metrics, mcc, reconstruction_metrics
 
 
 def _set(sae, **tensors):
@@ -205,7 +214,7 @@ def test_the_cosine_matrix_is_chunked_without_changing_the_answer():
 
 @pytest.mark.parametrize("noise", [0.3, None])
 def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, monkeypatch):
-    import monosem.sae_metrics as sm
+    import monosem.analysis.sae_metrics as sm
 
     g = torch.Generator().manual_seed(4)
     G = torch.randn(128, 32, generator=g)
@@ -222,8 +231,8 @@ def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, mon
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])  # one instance per chunk, and all at once
 @pytest.mark.parametrize("arch", ["relu", "relu_weighted", "topk"])
 def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes, monkeypatch):
-    import monosem.sae_fused
-    monkeypatch.setattr(monosem.sae_fused, "CHUNK_BYTES", chunk_bytes)
+    import monosem.sae.fused
+    monkeypatch.setattr(monosem.sae.fused, "CHUNK_BYTES", chunk_bytes)
     g = torch.Generator().manual_seed(3)
     plain, fused = build_sae(arch, 3, 8, 24), build_sae(arch, 3, 8, 24)
     for i in range(3):
@@ -255,7 +264,7 @@ def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes
 def test_the_fused_topk_selection_keeps_the_k_largest_and_splits_ties_by_index():
     import numpy as np
 
-    from monosem.sae_kernels import _select
+    from monosem.sae.kernels import _select
     rng = np.random.default_rng(0)
     for k in (1, 3, 8, 31, 61, 64):
         x = rng.standard_normal(64).astype(np.float32)

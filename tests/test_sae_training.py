@@ -6,20 +6,18 @@ import math
 import pytest
 import torch
 
-from monosem.config import SaeTrain, parse_params
+from monosem.analysis.sae_eval import at_l0, matched_l0_markdown, matched_l0_table, measure_saes, splice_losses
+from monosem.claims.gated import gated_claims
+from monosem.config import SaeTrain, World
 from monosem.errors import ParamsError
-from monosem.training import fit
-from monosem.models import ToyModels
-from monosem.plots_sae import style, sweep_panels
+from monosem.params import parse_params
+from monosem.plots.sae import style, sweep_panels
 from monosem.sae import ARCHITECTURES, SAE, build_sae, saelens_export
 from monosem.sae.base import data_centre
-from monosem.claims.gated import gated_claims
-from monosem.sae_eval import (at_l0, matched_l0_markdown, matched_l0_table, measure_saes,
-                              splice_losses)
-from monosem.sae_lit import B_DEC_SAMPLES, Activations, SAEStudyModule, eval_features
+from monosem.toy.models import ToyModels
+from monosem.training.loop import fit
+from monosem.training.sae import B_DEC_SAMPLES, Activations, SAEStudyModule, eval_features
 from monosem.worlds import generate_world, generator
-
-from monosem.config import World
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,19 @@ import math
 import numpy as np
 import pytest
 
-from monosem.stats import (FAILS, HOLDS, NOT_RUN, UNSURE, bootstrap_ci, combine, slope, spearman, spread_of_means,
-                           verdict, within)
+from monosem.analysis.stats import (
+    FAILS,
+    HOLDS,
+    NOT_RUN,
+    UNSURE,
+    bootstrap_ci,
+    combine,
+    slope,
+    spearman,
+    spread_of_means,
+    verdict,
+    within,
+)
 
 
 def test_bootstrap_interval_of_a_mean_on_two_values():

@@ -3,7 +3,7 @@
 
 import math
 
-from monosem.summary import best, compact, summarise
+from monosem.analysis.summary import best, compact, summarise
 
 
 def rows():

@@ -7,15 +7,21 @@ import pytest
 import torch
 from scipy import stats
 
-from monosem.claims.tms import (dims_per_feature_sticky, feature_dims_cluster, gain_slopes, gain_within_bounds,
-                                sparsity_more_superposition)
-from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World, parse_params
+from monosem.analysis.superposition import dims_per_feature, feature_geometry, measure_tied, neuron_geometry
+from monosem.analysis.theory import crossovers, gain_references, loglog_slope
+from monosem.claims.tms import (
+    dims_per_feature_sticky,
+    feature_dims_cluster,
+    gain_slopes,
+    gain_within_bounds,
+    sparsity_more_superposition,
+)
+from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World
 from monosem.errors import ParamsError
-from monosem.models import TiedModels, task_loss
-from monosem.optim import BatchedAdamW
-from monosem.superposition import dims_per_feature, feature_geometry, measure_tied, neuron_geometry
-from monosem.theory import crossovers, gain_references, loglog_slope
-from monosem.worlds import generate_world, generator, sample_features, value_moment
+from monosem.params import parse_params
+from monosem.toy.models import TiedModels
+from monosem.toy.optim import BatchedAdamW
+from monosem.worlds import generate_world, generator, sample_features, task_loss, value_moment
 
 
 def test_an_antipodal_pair_and_a_dedicated_feature():
@@ -238,10 +244,10 @@ def test_gain_claims_hold_for_a_gain_on_the_lower_order_curve_and_fail_for_a_str
 
 
 def test_a_tied_model_with_adamw_resumes_from_a_checkpoint_bit_identical(tmp_path):
-    from monosem.artifacts import load_tensors, save_tensors
     from monosem.config import Study
-    from monosem.lit import ToyStudyModule
-    from monosem.training import fit
+    from monosem.store.artifacts import load_tensors, save_tensors
+    from monosem.training.loop import fit
+    from monosem.training.toy import ToyStudyModule
 
     world = generate_world(World(n_features=6, d_embed=6, eps=1.0, task="tms", n_eval=64))
     study = Study(world="w", model={"kind": "tms_relu", "neurons": 2}, seeds=[0], sweep={"data.eps": [1.0, 0.2]},

@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from monosem.errors import TrackingError
-from monosem.tracking import Tracker
+from monosem.store.tracking import Tracker
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import torch_optimizer
 from torch import nn
 
 from monosem.config import DataCfg, Instance, ModelCfg, TrainCfg, World
-from monosem.lit import ToyStudyModule
-from monosem.training import fit, log_steps
-from monosem.models import ToyModels, l1_penalty, task_loss
-from monosem.optim import BatchedLamb, cosine_factor, decay_bias
-from monosem.worlds import derive_seed, generate_world
+from monosem.toy.models import ToyModels, l1_penalty
+from monosem.toy.optim import BatchedLamb, cosine_factor, decay_bias
+from monosem.training.loop import fit, log_steps
+from monosem.training.toy import ToyStudyModule
+from monosem.worlds import derive_seed, generate_world, task_loss
 
 WORLD = World(n_features=12, d_embed=4, eps=0.2, n_eval=64, seed=3)
 
@@ -211,7 +211,7 @@ def test_diverging_instance_is_flagged_and_others_unaffected():
 
 
 def test_inhibition_penalises_log_deviation_of_the_selected_spikes():
-    from monosem.interventions import inhibition_penalty, moving_threshold, phi
+    from monosem.toy.interventions import inhibition_penalty, moving_threshold, phi
 
     h = torch.tensor([[[0.0, 1.0], [2.0, 1.0]]])  # (inst=1, batch=2, k=2)
     mean, var = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
@@ -243,7 +243,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_
     partial loss average, curve points, and the data and noise generators."""
     import lightning.pytorch as L
 
-    from monosem.training import Checkpointer
+    from monosem.training.loop import Checkpointer
 
     world = generate_world(WORLD)
     insts = [instance(seed=0, steps=96, noise_std=0.1, inhibit=0.05), instance(seed=1, steps=96, lr=0.02)]

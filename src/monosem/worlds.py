@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .config import World
+from monosem.config import World
 
 
 def derive_seed(*parts: object) -> int:
@@ -192,3 +192,11 @@ def generate_world(cfg: World) -> WorldData:
     probs = feature_probs(cfg.n_features, cfg.eps, cfg.distribution)
     eval_f = draw_features(cfg, probs, cfg.n_eval, generator(cfg.seed, "eval"))
     return WorldData(cfg, P, Q, probs, eval_f)
+
+
+def task_loss(y: Tensor, target: Tensor, importance: Tensor | None = None) -> Tensor:
+    """Σ_outputs I_o (y − target)² / B per instance: summed over outputs (weights I_o, TMS' importance; 1 if
+    None), averaged over the batch. For TMS this is the paper's per-sample loss; its notebook's mean over
+    features is this / n."""
+    err = (y - target).pow(2)
+    return (err if importance is None else err * importance).sum(-1).mean(-1)

@@ -3,7 +3,7 @@
 Each claim takes the measured studies (`results/<study>/measured.json` contents, by study name), or for the
 mechanism claims the interpret summaries, or for the Gated SAE claims (`gated`) the SAE studies, and returns {id, claim, criterion, holds, verdict, effect, ci95,
 evidence}. The paper's Table 1 claims (`paper`) are judged on an effect size and its bootstrap 95% interval
-(`monosem.stats`): the verdict is "holds" when the whole interval meets the criterion, "does not hold" when none of
+(`monosem.analysis.stats`): the verdict is "holds" when the whole interval meets the criterion, "does not hold" when none of
 it does, "inconclusive" when it straddles the criterion, so float differences between machines of the size of seed
 noise cannot flip a verdict. A compound claim (several parts, or several studies) holds when every part holds;
 `effect` and `ci95` are then dicts by "<study>.<part>". The other claims (`interventions`, `tms`, `mechanism`) keep
@@ -17,8 +17,8 @@ order of `common.FAMILIES`, each family's in definition order.
 
 from __future__ import annotations
 
-from . import gated, interventions, mechanism, paper, tms  # each registers its claims on import
-from .common import FAMILIES, REGISTRY, Studies, claim, with_verdict
+from monosem.claims import gated, interventions, mechanism, paper, tms  # each registers its claims on import
+from monosem.claims.common import FAMILIES, REGISTRY, Studies, claim, with_verdict
 
 __all__ = ["FAMILIES", "REGISTRY", "Studies", "claim", "evaluate", "with_verdict",
            "gated", "interventions", "mechanism", "paper", "tms"]

@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Callable, NamedTuple
 
-from ..stats import FAILS, HOLDS, NOT_RUN, UNSURE
+from monosem.analysis.stats import FAILS, HOLDS, NOT_RUN, UNSURE
 
 Studies = dict[str, dict]
 AS_HOLDS = {HOLDS: True, FAILS: False, UNSURE: None, NOT_RUN: None}

@@ -11,8 +11,8 @@ import statistics
 
 import numpy as np
 
-from ..sae_eval import at_l0, by_architecture
-from .common import claim, with_verdict
+from monosem.analysis.sae_eval import at_l0, by_architecture
+from monosem.claims.common import claim, with_verdict
 
 GRID = 8
 SHRINK_RATIO = 0.5  # Gated's |1 − γ| at most half the baseline's ("shrinkage is solved")

@@ -12,7 +12,7 @@ import statistics
 
 from scipy import stats
 
-from .common import Studies, by_point, claim, fmt, instances, missing, num, sweep_value, swept
+from monosem.claims.common import Studies, by_point, claim, fmt, instances, missing, num, sweep_value, swept
 
 
 def _paired_wilcoxon(diff: list[float], alternative: str) -> float:

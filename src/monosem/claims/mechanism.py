@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from .common import claim
+from monosem.claims.common import claim
 
 
 def _pooled(interp: dict, key: str, need: str | None = None) -> list[float]:

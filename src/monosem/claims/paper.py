@@ -1,7 +1,7 @@
 """The paper's Table 1 claims (Jermyn, Schiefer & Hubinger 2022, *Engineering Monosemanticity in Toy Models*),
 judged on effect sizes with bootstrap intervals and three-way verdicts.
 
-Each claim is judged on an effect size and its bootstrap 95% interval (`monosem.stats`): the verdict is "holds"
+Each claim is judged on an effect size and its bootstrap 95% interval (`monosem.analysis.stats`): the verdict is "holds"
 when the whole interval meets the criterion, "does not hold" when none of it does, "inconclusive" when it straddles
 the criterion, so float differences between machines of the size of seed noise cannot flip a verdict. A compound
 claim (several parts, or several studies) holds when every part holds; `effect` and `ci95` are then dicts by
@@ -16,9 +16,20 @@ from typing import Callable
 
 import numpy as np
 
-from ..stats import (NOT_RUN, UNSURE, bootstrap_ci, combine, mean_gap, median, slope, spearman, spread_of_means,
-                     verdict, within)
-from .common import AS_HOLDS, Studies, by_point, claim, fmt, instances, missing, num, sweep_value, swept
+from monosem.analysis.stats import (
+    NOT_RUN,
+    UNSURE,
+    bootstrap_ci,
+    combine,
+    mean_gap,
+    median,
+    slope,
+    spearman,
+    spread_of_means,
+    verdict,
+    within,
+)
+from monosem.claims.common import AS_HOLDS, Studies, by_point, claim, fmt, instances, missing, num, sweep_value, swept
 
 Part = tuple[str, float, tuple[float, float], str]  # name, effect, 95% interval, verdict
 

@@ -10,8 +10,8 @@ from typing import Callable
 
 from scipy import stats
 
-from ..theory import crossovers, gain_by_width, loglog_slope
-from .common import Studies, claim, instances, missing, num
+from monosem.analysis.theory import crossovers, gain_by_width, loglog_slope
+from monosem.claims.common import Studies, claim, instances, missing, num
 
 GEOMETRY_TOL = 0.02  # |D_i − fraction| counted as "at" a fraction
 STICKY_TOL, STICKY_SPAN = 0.05, 2.0
@@ -69,7 +69,7 @@ def dims_per_feature_sticky(studies: Studies) -> dict:
 
 @claim("tms")
 def feature_dims_cluster(studies: Studies) -> dict:
-    from ..superposition import GEOMETRIC_FRACTIONS, REPRESENTED
+    from monosem.analysis.superposition import GEOMETRIC_FRACTIONS, REPRESENTED
 
     result = {"id": "feature_dims_cluster", "studies": ["TMS2"],
               "claim": "Feature dimensionalities D_i cluster at the geometric fractions 1, 3/4, 2/3, 1/2, 2/5, 3/8.",

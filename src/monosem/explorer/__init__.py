@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..interpret import feature_order, neuron_order
-from ..metrics import frac_mono
-from ..sae_metrics import mcc
+from monosem.analysis.interpret import feature_order, neuron_order
+from monosem.analysis.metrics import frac_mono
+from monosem.analysis.sae_metrics import mcc
 
 ASSETS = ("index.html", "app.js", "style.css")
 AMPLITUDES = (0.25, 0.5, 1.0)  # the probe amplitudes of the interpret stage's sensitivity (interpret.AMPLITUDES)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..worlds import generator
+from monosem.worlds import generator
 
 B_DEC_INITS = ("zero", "mean", "geometric_median")
 

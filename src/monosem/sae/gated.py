@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SAE, sq_err, stats
+from monosem.sae.base import SAE, sq_err, stats
 
 
 class GatedSAE(SAE):

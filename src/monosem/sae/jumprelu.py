@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SAE, sq_err, stats
+from monosem.sae.base import SAE, sq_err, stats
 
 JUMP_BANDWIDTH = 1e-3
 JUMP_THETA0 = 1e-3

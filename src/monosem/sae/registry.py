@@ -3,11 +3,11 @@ style, sweep knob and optimiser defaults on the class) and one `register` line h
 
 from __future__ import annotations
 
-from .base import SAE
-from .gated import GatedSAE, GatedWeightedSAE
-from .jumprelu import JumpReluSAE
-from .relu import ReluSAE, ReluWeightedSAE
-from .topk import BatchTopKSAE, TopKSAE
+from monosem.sae.base import SAE
+from monosem.sae.gated import GatedSAE, GatedWeightedSAE
+from monosem.sae.jumprelu import JumpReluSAE
+from monosem.sae.relu import ReluSAE, ReluWeightedSAE
+from monosem.sae.topk import BatchTopKSAE, TopKSAE
 
 ARCHITECTURES: dict[str, type[SAE]] = {}
 

@@ -6,7 +6,7 @@
 - `relu_weighted`: Anthropic's April 2024 update: loss ‖x − x̂‖² + λ Σ_i f_i‖d_i‖, no norm constraint; biases
   initialised at 0 and Adam β = (0.9, 0.999) (the update's training recipe).
 
-On the CPU both train through the hand-written loss of `sae_fused.ReluLoss` (tests pin it to autograd of this).
+On the CPU both train through the hand-written loss of `sae.fused.ReluLoss` (tests pin it to autograd of this).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..sae_fused import ReluLoss
-from .base import SAE, sq_err, stats
+from monosem.sae.base import SAE, sq_err, stats
+from monosem.sae.fused import ReluLoss
 
 
 class ReluSAE(SAE):

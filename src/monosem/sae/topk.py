@@ -16,7 +16,7 @@ b_pre) at the geometric median of a sample of the data (Gao et al. §A.1; `geome
 Exported: topk as SAELens' "topk" with its k; batchtopk as a "jumprelu" at its inference threshold (as SAELens
 converts it, `sae_lens/saes/batchtopk_sae.py`).
 
-On the CPU, topk's main term trains through `sae_fused.TopKMSE` (numba kernels; tests pin it to autograd).
+On the CPU, topk's main term trains through `sae.fused.TopKMSE` (numba kernels; tests pin it to autograd).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..sae_fused import TopKMSE
-from .base import SAE, sq_err, stats
+from monosem.sae.base import SAE, sq_err, stats
+from monosem.sae.fused import TopKMSE
 
 AUX_ALPHA = 1 / 32
 THRESHOLD_RATE = 0.01
