@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup repro explore test docs ui bench
+.PHONY: setup repro explore test docs ui bench profiles
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -45,7 +45,7 @@ explore:
 # missing from the navigation fails), then the tests: two workers, a test file each at a time (the end-to-end
 # files are mostly stage start-up, one core each).
 test: setup
-	$(VENV)/bin/lint-imports
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q -n 2 --dist loadfile
@@ -68,3 +68,7 @@ ui: setup
 # The docs site (docs/, mkdocs.yml), served on loopback until Ctrl-C.
 docs: setup
 	$(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
+
+# The generated profiles (profiles/regime.yaml, profiles/ladder.yaml) from params.yaml, by profiles/make.py's rules.
+profiles:
+	$(PY) profiles/make.py

@@ -7,7 +7,8 @@ Per shape: the median over interleaved repeats of (a) one whole training step of
 embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping and curve points at a real
 run's cadence: steps 1024 on of a run of the study's length), driven by a bare loop, and (b) its five matmuls alone, at the same instance layout and sizes: forward of both layers and the
 backward's three (∂W2 = gᵀh, ∂h = g·W2, ∂W1 = ∂preᵀx). The ratio (a)/(b) is what the step costs beyond its
-arithmetic. GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
+arithmetic; the step is timed with LAMB's fused CPU pass (the default) and with torch's ops (what a GPU runs,
+and the CPU ran before the fused pass). GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
   default  the default profile's LR1 study (params.yaml): its instances, N, m, k, B
   regime   N 128, m 32, k 256, B 1024, 3 seeds (the scale of the bias trick's regime, issue 16)
   paper    N 512, m 64, k 1024, B 8192, 2 instances (the paper's shape; a few steps on the CPU)
@@ -82,13 +83,15 @@ def timed_fit(world, instances) -> tuple[float, ToyStudyModule]:
     return watch.seconds, module
 
 
-def bare_steps(world, instances, steps: int, start: int = 1024) -> float:
+def bare_steps(world, instances, steps: int, start: int = 1024, fused: bool = True) -> float:
     """Seconds per step of the module's own step driven by a bare for-loop (no Lightning): steps start ..
     start + steps − 1 of a run as long as the instances' own (so its curve points come at a real run's cadence,
-    about one step in 40 at the default, and the bias decay of the first half is on), after 8 warm-up steps."""
+    about one step in 40 at the default, and the bias decay of the first half is on), after 8 warm-up steps.
+    `fused`: LAMB as one numba pass per block (the CPU default), else torch's ops (what a GPU runs)."""
     total = max(max(i.train.steps for i in instances), start + steps)
     module = ToyStudyModule(world, with_steps(instances, total))
     module.configure_optimizers()
+    module.optimizer.fused = module.optimizer.fused and fused
     module.on_train_start()
     for step in range(start - 8, start):  # warm-up: allocations, the first curve point's buffers
         module._step(step, None)
@@ -133,11 +136,13 @@ def main() -> None:
         n, B, k, m, d = len(insts), i0.train.batch_size, i0.model.neurons, world.cfg.d_embed, world.d_out
         flops = n * (4 * B * k * m + 6 * B * k * d)
         steps = max(3, min(400, int(2e11 / flops)))  # about 200 GFLOP of matmuls per timing, at most 400 steps
-        step, alone = [], []
-        for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit both alike
+        step, unfused, alone = [], [], []
+        for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all alike
             step.append(bare_steps(world, insts, steps))
+            unfused.append(bare_steps(world, insts, steps, fused=False))
             alone.append(matmuls_alone(n, B, m, k, d, steps))
-        table[name] = (n, B, m, k, d, flops, statistics.median(step), statistics.median(alone))
+        table[name] = (n, B, m, k, d, flops, statistics.median(step), statistics.median(unfused),
+                       statistics.median(alone))
     lit_vs_bare = None
     if "default" in table:
         world_cfg, study = shapes()["default"]
@@ -149,11 +154,12 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024² (peak): "
           f"{peak / 1e9:.0f} GFLOP/s in this run; medians of {args.repeats}\n")
-    print("| shape | instances × (B, m, k, N) | step ms | matmuls alone ms | step / matmuls | GFLOP/s | vs peak |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (n, B, m, k, d, flops, step, alone) in table.items():
+    print("| shape | instances × (B, m, k, N) | step ms | matmuls alone ms | step / matmuls | GFLOP/s | vs peak | "
+          "step with torch's LAMB ms | its step / matmuls |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, (n, B, m, k, d, flops, step, unfused, alone) in table.items():
         print(f"| {name} | {n} × ({B}, {m}, {k}, {d}) | {step * 1e3:.2f} | {alone * 1e3:.2f} | {step / alone:.2f} | "
-              f"{flops / step / 1e9:.1f} | {flops / step / peak:.2f} |")
+              f"{flops / step / 1e9:.1f} | {flops / step / peak:.2f} | {unfused * 1e3:.2f} | {unfused / alone:.2f} |")
     if lit_vs_bare:
         lit, bare = lit_vs_bare
         print(f"\nDefault shape, 1024 steps: Lightning's loop (`fit`) {lit * 1e3:.2f} ms per step, the bare loop "

@@ -23,6 +23,7 @@ from monosem.toy.families import family
 
 from common import REPORTS, model_dir, open_tracker, result_dir, run, sae_dirs
 from report_explorer import write_explorer
+from report_ladder import ladder_section
 from report_mechanism import mechanism_inputs, mechanism_section
 
 INTERVENTIONS = [
@@ -65,6 +66,14 @@ def _value(v: float | None, ci: list | None = None) -> str:
     if ci is None:
         return f"{v:.3g}"
     return f"{v:.3g} [" + ", ".join("n/a" if b is None or b != b else f"{b:.3g}" for b in ci) + "]"
+
+
+def stability_text(c: dict) -> str:
+    """"stable", or "fragile" with the seeds whose leaving out changes the verdict."""
+    if c["stability"] == "stable":
+        return "stable"
+    return "fragile (without seed " + ", ".join(f"{s}: {v}" for s, v in c["leave_one_out"].items()
+                                                 if v != c["verdict"]) + ")"
 
 
 def effect_text(claim: dict) -> str:
@@ -265,10 +274,13 @@ def main() -> None:
     claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims/`). The "
                    "paper's claims: an effect size and its bootstrap 95% interval; **holds** when the whole interval "
                    "meets the criterion, **does not hold** when none of it does, **inconclusive** when it straddles "
-                   "the criterion. The other claims: their tests' p-values or fixed rules (no interval).", "",
-                   "| claim | verdict | effect [95% interval] | criterion | evidence |", "|---|---|---|---|---|"]
-    claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {effect_text(c)} | {c['criterion']} | {c['evidence']} |"
-                    for c in claims]
+                   "the criterion. The other claims: their tests' p-values or fixed rules (no interval). Stability: "
+                   "the verdict judged again with each seed left out in turn; **fragile** when one of those differs "
+                   "(listed), **stable** otherwise.", "",
+                   "| claim | verdict | stability | effect [95% interval] | criterion | evidence |",
+                   "|---|---|---|---|---|---|"]
+    claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} | "
+                    f"{c['criterion']} | {c['evidence']} |" for c in claims]
 
     worlds = ["| world | N | m | ε | distribution | values | importance I_i | task | eval samples |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -281,13 +293,14 @@ def main() -> None:
                       f"`{params.tracking.experiment}` (store: `{tracking_uri()}`; `make ui` opens it).", "",
                       *worlds, "", "Studies (the paper's Table 1 at this profile's scale, then the interventions):", "",
                       *studies_table(params), "", *claim_lines, "", interventions_section(claims, set(studies)), *sections,
-                      regime_section(params, studies, claims), mechanism_section(interp, studies, claims, mech_figures),
-                      *sae_sections])
+                      regime_section(params, studies, claims), ladder_section(studies),
+                      mechanism_section(interp, studies, claims, mech_figures), *sae_sections])
     write_text(REPORTS / "report.md", text)
     write_explorer(params, claims, tracker)
     held = [c["id"] for c in claims if c["holds"] is True]
+    fragile = sum(c["stability"] == "fragile" for c in claims)
     print(f"report: {len(studies)} studies, {len(held)}/{len(claims)} claims hold"
-          + (f" ({', '.join(held)})" if held else "") + f" -> {REPORTS / 'report.md'}")
+          + (f" ({', '.join(held)})" if held else "") + f"; {fragile} fragile -> {REPORTS / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from monosem.analysis.stats import FAILS, HOLDS, NOT_RUN, UNSURE
-from monosem.claims import FAMILIES, REGISTRY, evaluate
+from monosem.claims import FAMILIES, REGISTRY, evaluate, without
 from monosem.claims import claim as register
 from monosem.claims.interventions import (
     inhibition_lowers_monosemanticity,
@@ -222,3 +222,31 @@ def test_one_registry_lists_its_claims_family_by_family_and_refuses_an_unknown_f
     assert [i for i in ids if family[i] == "gated"] == ["gated_less_shrinkage@S", "gated_half_l0@S", "gated_pareto@S"]
     with pytest.raises(ValueError, match="unknown claim family"):
         register("sae")
+
+
+def test_stability_judges_each_claim_again_with_each_seed_left_out():
+    """A clear effect on every seed is stable; a verdict that one seed decides is fragile, and the leave-one-out
+    verdicts say which seed it hinges on."""
+    def l1_study(gains):  # RG1: mono_per_feature at L1 0 and 0.01, one gain per seed
+        return study([{"sweep.train.l1": v, "seed": s, "mono_per_feature": 0.2 + (gains[s] if v else 0) + 0.01 * s}
+                      for v in (0.0, 0.01) for s in range(len(gains))])
+
+    clear = {c["id"]: c for c in evaluate({"RG1": l1_study([0.3, 0.31, 0.29, 0.3])})}["l1_raises_mono"]
+    assert clear["verdict"] == HOLDS and clear["stability"] == "stable"
+    assert clear["leave_one_out"] == {"0": HOLDS, "1": HOLDS, "2": HOLDS, "3": HOLDS}
+
+    one_seed = {c["id"]: c for c in evaluate({"RG1": l1_study([0.1, 0.1, 0.1, -0.3])})}["l1_raises_mono"]
+    assert (one_seed["verdict"], one_seed["stability"]) == (UNSURE, "fragile")  # seed 3 reverses the gain
+    assert one_seed["leave_one_out"] == {"0": UNSURE, "1": UNSURE, "2": UNSURE, "3": HOLDS}
+
+
+def test_leaving_a_seed_out_drops_it_from_every_input():
+    studies = {"A": study([{"seed": s, "mono_per_feature": 0.1} for s in range(3)])}
+    label = next(iter(studies["A"]["instances"]))
+    interp = {"A": {lb: {"n_poly": 1} for lb in studies["A"]["instances"]}}
+    saes = {"S": {"saes": {f"x,seed={s}": {"seed": s} for s in range(3)}}}
+    kept_studies, kept_interp, kept_saes = without(0, studies, interp, saes)
+    assert [r["seed"] for r in kept_studies["A"]["instances"].values()] == [1, 2]
+    assert label.endswith("seed=0") and label not in kept_interp["A"] and len(kept_interp["A"]) == 2
+    assert sorted(r["seed"] for r in kept_saes["S"]["saes"].values()) == [1, 2]
+    assert len(studies["A"]["instances"]) == 3  # the inputs themselves are untouched

@@ -62,3 +62,20 @@ def test_no_private_name_imported_across_modules():
             if isinstance(node, ast.ImportFrom) and (node.module or node.level):
                 found += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
     assert found == []
+
+
+def test_every_module_sits_in_a_layer_of_the_contract_and_the_layout_page_names_it():
+    """Each top-level package or module of the library is a layer of pyproject.toml's `layers` contract (so
+    import-linter checks it), and docs/layout.md names every source file of the library and the stages."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    named = {m.strip().removeprefix("monosem.") for layer in layers for m in layer.split("|")} - {"pipeline"}
+    top = {p.stem for p in (ROOT / "src" / "monosem").iterdir()
+           if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+    assert top == named
+    page = (ROOT / "docs" / "layout.md").read_text()
+    files = [p for p in [*(ROOT / "src" / "monosem").rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]
+             if p.name != "__init__.py" or p.parent.name == "config"]
+    assert [str(p.relative_to(ROOT)) for p in files if p.name not in page] == []

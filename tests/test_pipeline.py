@@ -44,6 +44,7 @@ def test_repro_produces_every_output(repo):
     assert {c["id"] for c in claims} >= {"lr_same_loss_different_mono", "bias_trick_more_mono_no_loss_cost",
                                          "poly_linear_low_rank_plus_offset", "mono_thresholded_per_feature"}
     assert all(set(c) >= {"claim", "holds", "evidence"} and c["holds"] in (True, False, None) for c in claims)
+    assert all(c["stability"] in ("stable", "fragile") and set(c["leave_one_out"]) == {"0", "1"} for c in claims)
     report = (repo / "reports/report.md").read_text()
     assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
     assert "## The residual polysemantic neurons" in report and "ReLU(v)/ReLU(−v) pair" in report

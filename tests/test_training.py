@@ -69,12 +69,17 @@ def test_cosine_factor_is_periodic_like_pytorch():
     assert cosine_factor(8, 8) == 0 and cosine_factor(16, 8) == 1 and cosine_factor(24, 8) == 0
 
 
-def test_batched_lamb_step_equals_reference_lamb_per_instance():
+@pytest.mark.parametrize("fused", [True, False], ids=["numba", "torch ops"])
+@pytest.mark.parametrize("size", [5, 300], ids=["small", "vectorised sums"])
+def test_batched_lamb_step_equals_reference_lamb_per_instance(fused, size):
+    """Both CPU paths (one numba pass per block; torch's ops, which a GPU runs) equal torch_optimizer.Lamb on
+    each instance alone, to float rounding."""
     torch.manual_seed(0)
-    params = [torch.randn(3, 5, 4), torch.randn(3, 5), torch.zeros(3, 6)]  # a zero tensor: trust ratio 1
+    params = [torch.randn(3, size, 4), torch.randn(3, size), torch.zeros(3, 6)]  # a zero tensor: trust ratio 1
     lrs = torch.tensor([0.01, 0.1, 0.03])
     batched = [nn.Parameter(p.clone()) for p in params]
-    opt = BatchedLamb(batched, lr=lrs)
+    opt = BatchedLamb(batched, lr=lrs, fused=fused)
+    assert opt.fused is fused
     singles = [[nn.Parameter(p[i].clone()) for p in params] for i in range(3)]
     refs = [torch_optimizer.Lamb(s, lr=float(lrs[i])) for i, s in enumerate(singles)]
     for _ in range(5):

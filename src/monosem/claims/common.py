@@ -43,7 +43,7 @@ def claim(family: str):
 
 def with_verdict(claim: dict) -> dict:
     """A claim judged by `holds` alone, with the three-way fields added (None there means not run)."""
-    return {"effect": None, "ci95": None} | claim | {
+    return {"effect": None, "ci95": None, "target": None} | claim | {
         "verdict": claim.get("verdict") or {True: HOLDS, False: FAILS, None: NOT_RUN}[claim["holds"]]}
 
 

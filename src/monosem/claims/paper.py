@@ -31,7 +31,8 @@ from monosem.analysis.stats import (
 )
 from monosem.claims.common import AS_HOLDS, Studies, by_point, claim, fmt, instances, missing, num, sweep_value, swept
 
-Part = tuple[str, float, tuple[float, float], str]  # name, effect, 95% interval, verdict
+Part = tuple[str, float, tuple[float, float], str, "Target"]  # name, effect, 95% interval, verdict, target
+Target = tuple[float | None, float | None]  # the effects that meet the criterion: (low, high), None unbounded
 
 
 def _ci(effect: float, ci: tuple[float, float], pct: bool = False) -> str:
@@ -39,22 +40,35 @@ def _ci(effect: float, ci: tuple[float, float], pct: bool = False) -> str:
     return f"{f(effect)} [{f(ci[0])}, {f(ci[1])}]"
 
 
-def _part(name: str, effect: float, ci: tuple[float, float], judged: str, label: str | None = None,
-          pct: bool = False) -> tuple[Part, str]:
-    """A judged part and its evidence: "label effect [interval] (verdict)"."""
-    return (name, effect, ci, judged), f"{label or name.replace('_', ' ')} {_ci(effect, ci, pct)} ({judged})"
+def _part(name: str, effect: float, ci: tuple[float, float], target: Target, label: str | None = None,
+          pct: bool = False, judged: str | None = None) -> tuple[Part, str]:
+    """A part judged against its target (an effect above `low`, below `high`, or between), unless `judged` says
+    otherwise; and its evidence: "label effect [interval] (verdict)"."""
+    low, high = target
+    if judged is None:
+        judged = within(ci, low, high) if low is not None and high is not None else (
+            verdict(ci, low) if low is not None else verdict(ci, high, above=False))
+    return (name, effect, ci, judged, target), f"{label or name.replace('_', ' ')} {_ci(effect, ci, pct)} ({judged})"
+
+
+def _side(above: bool, threshold: float = 0.0) -> Target:
+    return (threshold, None) if above else (None, threshold)
 
 
 def _three_way(result: dict, parts: list[Part], evidence: str, named: bool = True) -> dict:
-    """Effect, interval, verdict and holds from judged parts (no parts: not run)."""
+    """Effect, interval, target (the effects that meet the criterion: [low, high], null unbounded), verdict and
+    holds from judged parts (no parts: not run)."""
     if not parts:
-        return result | {"effect": None, "ci95": None, "verdict": NOT_RUN, "holds": None, "evidence": evidence}
+        return result | {"effect": None, "ci95": None, "target": None, "verdict": NOT_RUN, "holds": None,
+                         "evidence": evidence}
     judged = combine([p[3] for p in parts])
     if named:
         effect, ci95 = {p[0]: p[1] for p in parts}, {p[0]: list(p[2]) for p in parts}
+        target = {p[0]: list(p[4]) for p in parts}
     else:
-        effect, ci95 = parts[0][1], list(parts[0][2])
-    return result | {"effect": effect, "ci95": ci95, "verdict": judged, "holds": AS_HOLDS[judged], "evidence": evidence}
+        effect, ci95, target = parts[0][1], list(parts[0][2]), list(parts[0][4])
+    return result | {"effect": effect, "ci95": ci95, "target": target, "verdict": judged, "holds": AS_HOLDS[judged],
+                     "evidence": evidence}
 
 
 def _each3(result: dict, studies: Studies, names: list[str],
@@ -91,7 +105,7 @@ def _trend(study: dict, key: str, above: bool, label: str = "Spearman", metric: 
         return []
     ci = bootstrap_ci([x, y], spearman, vectorized=True)
     rho = float(spearman(np.array(x), np.array(y)))
-    part, text = _part("rho", rho, ci, verdict(ci, 0.0, above), label)
+    part, text = _part("rho", rho, ci, _side(above), label)
     return [(part, f"{text} over {len(rows)} models")]
 
 
@@ -117,8 +131,8 @@ def same_loss_different_monosemanticity(studies: Studies) -> dict:
         spread = float(spread_of_means(*map(np.array, loss.values())))
         low, high = mono[min(mono)], mono[max(mono)]
         gap_ci = bootstrap_ci([low, high], mean_gap, paired=False, vectorized=True)
-        parts = [_part("loss_spread", spread, spread_ci, verdict(spread_ci, 0.10, above=False), pct=True),
-                 _part("mono_change", float(mean_gap(np.array(low), np.array(high))), gap_ci, verdict(gap_ci, 0.0))]
+        parts = [_part("loss_spread", spread, spread_ci, _side(False, 0.10), pct=True),
+                 _part("mono_change", float(mean_gap(np.array(low), np.array(high))), gap_ci, _side(True))]
         return parts, "; ".join(f"lr {lr:g}: loss {fmt(loss[lr])}, mono/feat {fmt(mono.get(lr, []))}" for lr in loss)
 
     return _each3(result, studies, ["LR1", "LR2"], judge)
@@ -145,8 +159,8 @@ def bias_trick_more_monosemantic(studies: Studies) -> dict:
         gain = [t["mono_per_feature"] - b["mono_per_feature"] for b, t in pairs]
         ratio = [t["loss"] / b["loss"] for b, t in pairs]
         gain_ci, ratio_ci = bootstrap_ci(gain), bootstrap_ci(ratio, median, vectorized=True)
-        parts = [_part("mono_gain", statistics.fmean(gain), gain_ci, verdict(gain_ci, 0.0)),
-                 _part("loss_ratio", statistics.median(ratio), ratio_ci, verdict(ratio_ci, 1.05, above=False))]
+        parts = [_part("mono_gain", statistics.fmean(gain), gain_ci, _side(True)),
+                 _part("loss_ratio", statistics.median(ratio), ratio_ci, _side(False, 1.05))]
         plain_mono, trick_mono = [b["mono_per_feature"] for b, _ in pairs], [t["mono_per_feature"] for _, t in pairs]
         return parts, f"{len(pairs)} pairs; mono/feat {pairs_of[name]} {fmt(plain_mono)} vs {name} {fmt(trick_mono)}"
 
@@ -170,7 +184,7 @@ def mono_neurons_negative_bias(studies: Studies) -> dict:
         parts = []
         for part, xs, above in (("mono_bias", mono, False), ("mono_minus_poly", gap, False), ("poly_bias", poly, True)):
             ci = bootstrap_ci(xs)
-            parts.append(_part(part, statistics.fmean(xs), ci, verdict(ci, 0.0, above)))
+            parts.append(_part(part, statistics.fmean(xs), ci, _side(above)))
         return parts, f"{len(both)} instances with both classes; mean bias mono {fmt(mono)}, poly {fmt(poly)}"
 
     return _each3(result, studies, ["LR3", "LR4"], judge)
@@ -195,9 +209,8 @@ def width_raises_monosemanticity(studies: Studies) -> dict:
             top = [r["mono_per_feature"] for r in rows if sweep_value(r, "model.neurons") == widest]
             ci = bootstrap_ci(top)
             short = widest < study["n_features"]  # the study cannot show the claim's k >= N part
-            judged = UNSURE if short else verdict(ci, 0.75)
             label = f"at k = {widest:g}{' < N' * short}:"
-            parts.append(_part("top", statistics.fmean(top), ci, judged, label))
+            parts.append(_part("top", statistics.fmean(top), ci, _side(True, 0.75), label, judged=UNSURE if short else None))
         return parts, f"mono/feat {_per_point(study)}"
 
     return _each3(result, studies, ["K0", "K1", "K2"], judge)
@@ -233,7 +246,7 @@ def bias_scales_as_sqrt_density(studies: Studies) -> dict:
     x = [math.log(sweep_value(r, "data.eps")) for r in rows]
     y = [math.log(-r["bias_mean_live"]) for r in rows]
     ci = bootstrap_ci([x, y], slope, vectorized=True)
-    part, text = _part("slope", float(slope(np.array(x), np.array(y))), ci, within(ci, 0.25, 0.75))
+    part, text = _part("slope", float(slope(np.array(x), np.array(y))), ci, (0.25, 0.75))
     per = "; ".join(f"{n}: " + _per_point(studies[n], "bias_mean_live") for n in names if n in studies)
     with np.errstate(all="ignore"):  # a constant bias has no correlation: r = nan
         r = np.corrcoef(x, y)[0, 1]
@@ -260,7 +273,7 @@ def l1_raises_monosemanticity(studies: Studies) -> dict:
            for lv, v in groups.items()}
     ci = (max(c[0] for c in cis.values()), max(c[1] for c in cis.values()))
     best = max(gains, key=gains.get)
-    part, text = _part("best_gain", gains[best], ci, verdict(ci, 0.0), f"best gain (L1 {best:g})")
+    part, text = _part("best_gain", gains[best], ci, _side(True), f"best gain (L1 {best:g})")
     per = "; ".join(f"L1 {lv:g}: {fmt(groups[lv])}, gain {_ci(gains[lv], cis[lv])}" for lv in groups)
     return _three_way(result, [part], f"{text}; L1 0: {fmt(control)}; {per} (each gain's interval at "
                                       f"{1 - 0.05 / len(groups):.1%})", named=False)

@@ -334,7 +334,8 @@ function claimsPage(main) {
   const rows = idx.claims.map((c) => ({ ...c, verdict: c.holds === true ? "holds" : c.holds === false ? "does not hold" : "not tested" }));
   main.append(h("h1", {}, "Claims"), h("p", { class: "facts" }, `${rows.filter((c) => c.holds === true).length} of ${rows.length} hold; `,
     "each judged on all seeds by a criterion fixed in advance (src/monosem/claims/, sae_eval.py)."),
-  sortableTable([{ key: "claim", text: true }, { key: "verdict", text: true, cell: (c) => verdict(c.holds) }, { key: "criterion", text: true },
+  sortableTable([{ key: "claim", text: true }, { key: "verdict", text: true, cell: (c) => verdict(c.holds) },
+    { key: "stability", text: true }, { key: "criterion", text: true },
     { key: "evidence", text: true }, { key: "studies", text: true, cell: (c) => (c.studies || []).map((s, i) => [i ? ", " : "",
       names.has(s) ? link(s, ["study", s]) : saes.has(s) ? link(s, ["saes", s]) : s]) }], rows, { filter: "verdict", id: "claims" }));
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -114,8 +115,18 @@ class BatchedLamb(_Batched):
     reference optimiser on each instance alone. `step(lr_factor=...)` scales every rate (the schedule).
     """
 
-    def __init__(self, params, lr: Tensor, betas=(0.9, 0.999), eps: float = 1e-6, clamp_value: float = 10.0):
+    def __init__(self, params, lr: Tensor, betas=(0.9, 0.999), eps: float = 1e-6, clamp_value: float = 10.0,
+                 fused: bool | None = None):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clamp_value=clamp_value))
+        flat = self.flat
+        # On the CPU one numba pass per block (toy.lamb_kernel); elsewhere torch's ops, which a CUDA graph captures.
+        # The two agree to float rounding (the norms' summation order differs); tests pin both to the reference.
+        self.fused = flat.data.device.type == "cpu" and flat.data.dtype == torch.float32 if fused is None else fused
+        if self.fused:
+            per = [n // flat.n_inst for _, n in flat.offsets]
+            self._starts = torch.tensor([o + i * p for (o, _), p in zip(flat.offsets, per) for i in range(flat.n_inst)])
+            self._lens = torch.tensor([p for p in per for _ in range(flat.n_inst)])
+            self._scratch = torch.empty_like(flat.data)
 
     @torch.no_grad()
     def step(self, closure=None, lr_factor: float = 1.0):
@@ -123,6 +134,16 @@ class BatchedLamb(_Batched):
         beta1, beta2 = group["betas"]
         flat.adopt_grads()
         g, m, v = flat.grad, self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
+        if self.fused:
+            from monosem.toy.lamb_kernel import lamb_blocks  # numba: imported when a study first trains on the CPU
+
+            lrs = (group["lr"] * lr_factor).float().repeat(len(flat.params))  # per block: tensor-major, as _starts
+            f32 = np.float32
+            lamb_blocks(flat.data.numpy(), g.numpy(), m.numpy(), v.numpy(), self._scratch.numpy(),
+                        self._starts.numpy(), self._lens.numpy(), lrs.numpy(), f32(beta1), f32(beta2),
+                        f32(group["eps"]), f32(group["clamp_value"]))
+            self.t += 1
+            return
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         adam_step = v.sqrt().add_(group["eps"])
