@@ -109,3 +109,36 @@ def test_a_tiny_ladder_and_calibration_run_through_dvc_to_the_report(tmp_path):
     assert "## The scale ladder" in report and "## The bias trick's regime" in report
     assert (repo / "reports/figures/ladder.png").stat().st_size > 10_000
     assert (repo / "reports/figures/regime.png").stat().st_size > 10_000
+
+
+def test_the_seed_rule_asks_for_the_seeds_that_decide_each_part_with_margin():
+    spec = importlib.util.spec_from_file_location("seeds", ROOT / "profiles" / "seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    # h = 0.1 at 3 seeds, effect 0.2 above 0: 3·(0.2/0.2)² = 3; effect 0.1: 3·(0.2/0.1)² = 12
+    assert seeds.needed(0.2, [0.1, 0.3], [0.0, None]) == 3 and seeds.needed(0.1, [0.0, 0.2], [0.0, None]) == 12
+    assert seeds.needed(1.0, [0.9, 1.1], [None, 1.05]) == 3 * 4 ** 2  # 0.05 from the bound 1.05
+    assert seeds.needed(0.5, [float("nan"), 0.6], [0.0, None]) == seeds.HIGH
+    claims = [{"id": "bias_trick_more_mono_no_loss_cost", "family": "paper", "studies": ["LR1", "LR3"],
+               "effect": {"LR3.mono_gain": 0.112, "LR3.loss_ratio": 0.9},
+               "ci95": {"LR3.mono_gain": [0.003, 0.231], "LR3.loss_ratio": [0.85, 0.95]},
+               "target": {"LR3.mono_gain": [0.0, None], "LR3.loss_ratio": [None, 1.05]}},
+              {"id": "l1_raises_mono", "family": "paper", "studies": ["RG1"], "effect": 0.5, "ci95": [0.4, 0.6],
+               "target": [0.0, None]},
+              {"id": "noise_bias_tracks_sigma", "family": "interventions", "studies": ["NOISE"], "effect": None}]
+    got = seeds.rule(claims)
+    assert got["LR3"][0] == got["LR1"][0] == 8  # 3·(2·0.114/0.112)² = 12.4, clipped to 8, shared by the pair
+    assert got["RG1"][0] == 3 and "NOISE" not in got
+
+
+def test_the_paper_smoke_profile_is_the_paper_profile_but_for_its_steps():
+    paper, smoke = load_params(ROOT / "profiles" / "paper.yaml"), load_params(ROOT / "profiles" / "paper-smoke.yaml")
+    assert paper.worlds == smoke.worlds and paper.runtime == smoke.runtime and set(paper.studies) == set(smoke.studies)
+    for name, study in paper.studies.items():
+        cut = study.model_copy(update={"train": study.train.model_copy(update={"steps": make.SMOKE_STEPS}),
+                                       "sweep": {k: ([make.SMOKE_STEPS] if k == "train.steps" else v)
+                                                 for k, v in study.sweep.items()}})
+        assert smoke.studies[name] == cut, name
+    for name, sae in paper.saes.items():
+        assert smoke.saes[name] == sae.model_copy(update={"train": sae.train.model_copy(
+            update={"steps": make.SMOKE_STEPS})}), name
