@@ -281,6 +281,13 @@ def main() -> None:
                    "|---|---|---|---|---|---|"]
     claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} | "
                     f"{c['criterion']} | {c['evidence']} |" for c in claims]
+    held = sum(c["verdict"] == "holds" for c in claims)
+    table1 = [c for c in claims if c["family"] == "paper"]
+    write_text(REPORTS / "claims.md", "\n".join([  # the compact table README shows
+        f"{sum(c['verdict'] == 'holds' for c in table1)} of {len(table1)} Table 1 claims hold, {held} of "
+        f"{len(claims)} claims in all; {sum(c['stability'] == 'fragile' for c in claims)} fragile.", "",
+        "| claim | verdict | stability | effect [95% interval] |", "|---|---|---|---|",
+        *(f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} |" for c in claims)]) + "\n")
 
     worlds = ["| world | N | m | ε | distribution | values | importance I_i | task | eval samples |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -8,9 +8,11 @@ margin: the part's 95% interval half-width h at 3 seeds, scaled by √(3/n) (an 
 is at most half the distance from its effect to the criterion's nearest bound, |e − c|/2; that is
 n = ⌈3·(2h/|e − c|)²⌉. A part named `<study>.<part>` asks it of that study (and of its pair in claim 2:
 LR3 with LR1, LR4 with LR2, paired by seed), a claim's single pooled part of every study the claim reads; a
-study takes the largest n asked of it, clipped to [3, 8]: 3 is the least a bootstrap interval allows after the stability
-jackknife leaves one seed out, 8 what the budget allows (`make repro` within 20 minutes at 250 GFLOP/s); LR1–LR4,
-the studies of claims 1 and 2, get at least 5. A part whose interval is not defined (NaN) asks for the most.
+study takes the largest n asked of it, clipped to [3, 6]: 3 is the least a bootstrap interval allows after the stability
+jackknife leaves one seed out; 6 is the largest common cap whose projected default run fits the budget (`make
+repro` within 20 minutes at 250 GFLOP/s; projected from the 3-seed run's training time per FLOP, docs/reproduction.md:
+caps 5 / 6 / 7 / 8 give 18.1 / 19.2 / 20.3 / 21.3 minutes). LR1–LR4, the studies of claims 1 and 2, get at least 5.
+A part whose interval is not defined (NaN) asks for the most.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import math
 import sys
 
-LOW, HIGH, CENTRAL = 3, 8, {"LR1": 5, "LR2": 5, "LR3": 5, "LR4": 5}
+LOW, HIGH, CENTRAL = 3, 6, {"LR1": 5, "LR2": 5, "LR3": 5, "LR4": 5}
 PAIRS = {"LR3": "LR1", "LR4": "LR2"}  # claim 2 pairs these by (lr, seed)
 
 

@@ -45,6 +45,8 @@ def test_repro_produces_every_output(repo):
                                          "poly_linear_low_rank_plus_offset", "mono_thresholded_per_feature"}
     assert all(set(c) >= {"claim", "holds", "evidence"} and c["holds"] in (True, False, None) for c in claims)
     assert all(c["stability"] in ("stable", "fragile") and set(c["leave_one_out"]) == {"0", "1"} for c in claims)
+    table = (repo / "reports/claims.md").read_text().splitlines()
+    assert table[0].endswith("fragile.") and len(table) == 4 + len(claims)  # a line, a blank, a header, a rule
     report = (repo / "reports/report.md").read_text()
     assert "## LR1" in report and "figures/LR1-training.png" in report and (repo / "reports/figures/LR1-sfa.png").exists()
     assert "## The residual polysemantic neurons" in report and "ReLU(v)/ReLU(−v) pair" in report
@@ -168,7 +170,7 @@ def test_stage_logs_off_a_terminal_have_progress_lines_and_no_advertisement_or_b
     assert sum(name == "mse" for _, name, _ in lines) == 4 * 3
     assert all(left.endswith("s left") for s, _, left in lines if s != "64")
     assert all(left.startswith("done in ") for s, _, left in lines if s == "64")
-    assert re.search(r"^report: 5 studies, \d+/\d+ claims hold \([\w@, ]+\) -> reports/report.md$", out, re.M)
+    assert re.search(r"^report: 5 studies, \d+/\d+ claims hold \([\w@, ]+\); \d+ fragile -> reports/report.md$", out, re.M)
 
 
 def test_one_mlflow_run_per_model_under_a_parent_with_metrics_and_figures(repo):

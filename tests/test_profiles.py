@@ -127,7 +127,7 @@ def test_the_seed_rule_asks_for_the_seeds_that_decide_each_part_with_margin():
                "target": [0.0, None]},
               {"id": "noise_bias_tracks_sigma", "family": "interventions", "studies": ["NOISE"], "effect": None}]
     got = seeds.rule(claims)
-    assert got["LR3"][0] == got["LR1"][0] == 8  # 3·(2·0.114/0.112)² = 12.4, clipped to 8, shared by the pair
+    assert got["LR3"][0] == got["LR1"][0] == 6  # 3·(2·0.114/0.112)² = 12.4, clipped to 6, shared by the pair
     assert got["RG1"][0] == 3 and "NOISE" not in got
 
 
