@@ -5,6 +5,7 @@ the path, the MLflow worker started)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from collections import defaultdict
@@ -14,9 +15,9 @@ from typing import Callable
 import torch
 
 from monosem.config import Instance, ModelCfg, Params
-from monosem.errors import MonosemError, ParamsError
+from monosem.errors import ArtifactError, MonosemError, ParamsError
 from monosem.params import load_params
-from monosem.store.artifacts import load_tensors, read_json
+from monosem.store.artifacts import device, is_no_space, load_tensors, no_space, read_json
 from monosem.store.tracking import Tracker
 from monosem.toy.families import family
 from monosem.training.memory import available_host, estimates, refusal
@@ -119,7 +120,9 @@ def load_states(study: str, manifest: dict, world: WorldData) -> list[dict[str, 
 def run(main: Callable[..., None]) -> None:
     """Run a stage; known failures print one line and exit non-zero (2 for bad params, 1 otherwise).
 
-    SIGTERM (`dvc queue kill`, a CI timeout) becomes SystemExit, so open MLflow runs are marked KILLED.
+    SIGTERM (`dvc queue kill`, a CI timeout, or the DVC process running the stage gone: `boot.end_with_dvc`)
+    becomes SystemExit, so open MLflow runs are marked KILLED. A full disk is one line too, naming the file and
+    the device (`atomic_path` names them for every output written through it; `full_disk` for other writes).
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -132,3 +135,24 @@ def run(main: Callable[..., None]) -> None:
     except MonosemError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except OSError as err:
+        if not is_no_space(err):
+            raise
+        print(f"error: {full_disk(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def full_disk(err: OSError) -> ArtifactError:
+    """A full disk met outside `atomic_path`: the file when the error names it (an open), else (a write, which
+    names none) the fullest file system of the stage's output folders."""
+    if err.filename:
+        return no_space(err.filename)
+    folders = [p for p in (DATA, MODELS, RESULTS, REPORTS, Path.cwd()) if p.exists()]
+
+    def free(folder: Path) -> float:
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            return float("inf")
+
+    return ArtifactError(f"an output not written: no space left on device ({device(min(folders, key=free))})")

@@ -5,7 +5,6 @@ import boot
 
 boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -118,7 +117,7 @@ def train_architecture(s: Setup, arch: str, knobs: list[float], tracker, ids: di
         folder = staged / lb
         folder.mkdir(parents=True)
         save_tensors(folder / "sae_weights.safetensors", tensors)
-        (folder / "cfg.json").write_text(json.dumps(scfg, indent=2) + "\n")
+        write_json(folder / "cfg.json", scfg)
         for r, step in enumerate(module.curves.steps):
             curves.append({"step": step, "sae": lb, "architecture": arch, "knob": knob, "seed": seed}
                           | {k: float(module.curves.values[k][r][j]) for k in SAE_CURVES})

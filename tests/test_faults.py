@@ -1,9 +1,11 @@
 """Faults a user will hit, each performed for real on a reproduced tiny checkout (README: Reliability): a
 copied checkout (`cp -a`), a training stage killed by SIGKILL, impossible sizes, infinity, a 1-wide world, a
 read-only store, a stage failing before its tracker answered, a missing world; `make repro` validates before
-DVC deletes anything."""
+DVC deletes anything. Then the fault table of docs/reliability.md (issue 33): `dvc repro` alone killed by SIGTERM
+or SIGKILL while a stage trains, Ctrl-Z and fg of its job, a full disk, and the umask."""
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -124,12 +126,12 @@ def test_a_copied_checkout_writes_its_artifacts_into_itself(repo, tmp_path):
     assert digest(repo / "mlflow.db") == original_db
 
 
-def _wait(condition, timeout=180, what=""):
+def _wait(condition, timeout=180, what="", every=0.5):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if result := condition():
             return result
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -236,3 +238,309 @@ def test_a_stage_failing_before_its_tracker_answered_prints_one_line_and_its_wor
         "error: models/LR1/instances.json: missing (run the stage that makes it: `dvc repro`)")
     added = (log.read_text() if log.exists() else "")[len(logged):]
     assert "BrokenPipeError" not in added and "Traceback" not in added, added
+
+
+# --- the fault table (issue 33) ---------------------------------------------------------------------------------
+
+DVC = str(Path(sys.executable).parent / "dvc")
+STAGE_OUTPUTS = ("weights.safetensors", "instances.json", "curves.csv")
+
+
+def _gone(procs: list[psutil.Process]) -> bool:
+    """Whether every process has ended (a zombie has: only its exit status is left for its parent)."""
+    def ended(p):
+        try:
+            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    return all(ended(p) for p in procs)
+
+
+@contextlib.contextmanager
+def dvc_training(repo: Path, log: Path, steps: int, shell: str = "/bin/sh", umask: int = -1,
+                 until: str = "steps of batch", then: float = 1.0):
+    """`dvc repro -f -s train@LR1` at `steps` steps, started as a shell starts a job (a process group, here a
+    session, of its own) with DVC's output and the stage's in `log`; yields (dvc, its descendants, the stage's 5
+    runs) once the stage is training: its runs exist, `until` is in the log (by default the line the stage prints
+    as it starts Lightning's fit) and `then` seconds have passed. DVC runs the command through `$SHELL -c`: bash
+    execs it, so the stage is DVC's child; dash (/bin/sh on Debian) stays between them. Afterwards whatever is
+    left of the job is killed and LR1's params and outputs are restored (from DVC's run cache)."""
+    write_params(repo, params(lambda p: p["studies"]["LR1"]["train"].update(steps=steps)))
+    known = {r.info.run_id for r in all_runs(repo)}
+    env = ENV | {"SHELL": shell, "DVC_NO_ANALYTICS": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for var in ("DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
+        env.pop(var, None)
+    procs: list[psutil.Process] = []
+    try:
+        with open(log, "w") as out:
+            dvc = subprocess.Popen([DVC, "repro", "-f", "-s", "train@LR1"], cwd=repo, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True, umask=umask)
+
+        def created():
+            assert dvc.poll() is None, log.read_text()[-3000:]
+            new = [r for r in all_runs(repo) if r.info.run_id not in known]
+            return new if len(new) == 5 else None
+
+        def training():
+            assert dvc.poll() is None, log.read_text()[-3000:]
+            return until in log.read_text()
+
+        runs = _wait(created, what="train@LR1's runs under dvc repro")
+        _wait(training, every=0.05, what=f"{until!r} in the log of dvc repro")
+        time.sleep(then)
+        procs = psutil.Process(dvc.pid).children(recursive=True)  # the shell (dash), the stage, its MLflow worker
+        assert any("pipeline/train.py" in p.cmdline() for p in procs)
+        yield dvc, procs, runs
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dvc.pid, signal.SIGKILL)  # what is left of the job: nothing, unless a test failed
+        dvc.wait()
+        psutil.wait_procs(procs, timeout=30)
+        write_params(repo, params())
+        sh("dvc repro -s train@LR1", repo)
+
+
+@pytest.mark.parametrize("signum,shell", [(signal.SIGTERM, "/bin/sh"), (signal.SIGKILL, "/bin/bash")],
+                         ids=["SIGTERM-dash", "SIGKILL-bash"])
+def test_a_killed_dvc_repro_ends_its_training_stage_with_its_runs_killed_and_no_output(repo, tmp_path, signum, shell):
+    """`kill` (SIGTERM: a CI runner that signals only the process it started) or `kill -9` of the `dvc repro`
+    process alone, not its group, while train@LR1 trains 500k steps: within 30 s of DVC's exit the stage has ended
+    (its shell and MLflow worker too), having written none of its outputs, and its runs are KILLED. Under dash the
+    stage's parent is the shell, which outlives DVC (the stage's watchdog thread sees DVC go); under bash it is
+    DVC (the kernel's parent-death signal)."""
+    models, log = repo / "models/LR1", tmp_path / "dvc.log"
+    with dvc_training(repo, log, steps=500_000, shell=shell) as (dvc, procs, runs):
+        os.kill(dvc.pid, signum)
+        assert dvc.wait(timeout=30) == -signum
+        _wait(lambda: _gone(procs), timeout=30, what="the stage, its shell and its worker to end")
+        assert {status for status, _ in _statuses(repo, runs).values()} == {"KILLED"}
+        written = os.listdir(models) if models.exists() else []  # DVC removed the old outputs before the stage
+        assert not written, f"outputs written after DVC ended: {written}"
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_ctrl_z_and_fg_of_dvc_repro_freeze_the_stage_and_it_then_finishes(repo, tmp_path):
+    """SIGSTOP then SIGCONT to the `dvc repro` job's process group (Ctrl-Z, fg) once train@LR1 has trained a
+    tenth of its 4,000 steps (a few seconds unloaded, 15 s on a busy machine): the stage uses no CPU while stopped
+    (3 s), then finishes; its runs end FINISHED, and its outputs, written under umask 022, are 0644."""
+    log = tmp_path / "dvc.log"
+    with dvc_training(repo, log, steps=4000, umask=0o022, until="(10%)", then=0) as (dvc, procs, runs):
+        stage = next(p for p in procs if "pipeline/train.py" in p.cmdline())  # not dash's `sh -c "python …"`
+        os.killpg(dvc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.3)
+            assert "(100%)" not in log.read_text()  # stopped while training
+            assert stage.status() == psutil.STATUS_STOPPED
+            frozen = stage.cpu_times()
+            time.sleep(3)
+            assert stage.cpu_times()[:2] == frozen[:2] and stage.status() == psutil.STATUS_STOPPED
+        finally:
+            os.killpg(dvc.pid, signal.SIGCONT)
+        assert dvc.wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert "step 4000/4000 (100%)" in log.read_text()
+        assert {status for status, _ in _statuses(repo, runs).values()} == {"FINISHED"}
+        for name in STAGE_OUTPUTS:
+            assert (repo / "models/LR1" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@contextlib.contextmanager
+def full_tmpfs(mount: Path, keep: Path | None = None):
+    """A 512 kB tmpfs at `mount`, with a copy of `keep`'s files in `mount/<its name>`, then filled to the last
+    byte; skipped, with the reason, where mounting is not allowed (it needs root)."""
+    mount.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (it needs root): {out.stderr.strip()}")
+    try:
+        if keep is not None:
+            shutil.copytree(keep, mount / keep.name)
+        with open(mount / "filler", "wb", buffering=0) as fh, pytest.raises(OSError) as full:
+            while True:
+                fh.write(b"\0" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_the_stage_in_one_line_naming_the_file_and_the_device(repo, tmp_path):
+    """train@LR1 with models/LR1 on a full tmpfs: one line (besides Lightning's two about accelerators) naming
+    the file and the device, exit 1, the previous outputs there byte for byte and nothing else (no temporary
+    file), and its runs end FAILED. The JSON and CSV writers on the same full disk say the same."""
+    from monosem.errors import ArtifactError
+    from monosem.store.artifacts import write_csv, write_json
+
+    models = repo / "models/LR1"
+    moved = models.with_name("LR1.moved")
+    known = {r.info.run_id for r in all_runs(repo)}
+    with full_tmpfs(tmp_path / "disk", keep=models) as disk:
+        before = digest(*(disk / "LR1" / name for name in STAGE_OUTPUTS))
+        models.rename(moved)
+        try:
+            models.symlink_to(disk / "LR1")
+            out = stage(repo, "train")
+        finally:
+            models.unlink(missing_ok=True)
+            moved.rename(models)
+        lines = [line for line in out.stderr.splitlines() if not line.startswith(("GPU available", "TPU available"))]
+        assert out.returncode == 1 and lines == [
+            f"error: models/LR1/weights.safetensors: not written: no space left on device (tmpfs mounted at {disk}, "
+            "0 B free)"], out.stderr[-3000:]
+        assert sorted(p.name for p in (disk / "LR1").iterdir()) == sorted(STAGE_OUTPUTS)
+        assert digest(*(disk / "LR1" / name for name in STAGE_OUTPUTS)) == before
+        for write in (lambda path: write_json(path, {"x": list(range(1000))}),
+                      lambda path: write_csv(path, [{"x": i} for i in range(1000)])):
+            with pytest.raises(ArtifactError) as err:
+                write(disk / "new" / "out")
+            assert str(err.value) == (f"{disk}/new/out: not written: no space left on device (tmpfs mounted at "
+                                      f"{disk}, 0 B free)")
+            assert not list((disk / "new").iterdir())
+    runs = [r for r in all_runs(repo) if r.info.run_id not in known]
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FAILED"}
+
+
+def test_atomic_path_turns_a_full_disk_into_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """ENOSPC (faked, so it is tested where nothing can be mounted) at the write, in safetensors' SafetensorError,
+    and at the temporary file's creation: an ArtifactError naming the file and the device; the previous file is
+    kept and no temporary file is left."""
+    import torch
+    from safetensors import SafetensorError
+
+    from monosem.errors import ArtifactError
+    from monosem.store import artifacts
+    from monosem.store.artifacts import atomic_path, device, save_tensors
+
+    target = tmp_path / "out" / "weights.safetensors"
+    target.parent.mkdir()
+    target.write_bytes(b"previous")
+    expected = f"{target}: not written: no space left on device ({device(target.parent)})"
+    assert " mounted at " in expected and expected.endswith(" free)")
+
+    def half(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    def write():
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def save():
+        monkeypatch.setattr(artifacts, "save_file", half)
+        save_tensors(target, {"x": torch.zeros(2)})
+
+    def create():
+        def full(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(artifacts, "_new_file", full)
+        with atomic_path(target):
+            pass
+
+    for case in (write, save, create):
+        with pytest.raises(ArtifactError) as err:
+            case()
+        assert str(err.value) == expected and len(str(err.value).splitlines()) == 1
+        assert target.read_bytes() == b"previous" and os.listdir(target.parent) == [target.name]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="not ENOSPC"), atomic_path(target):  # anything else: unchanged
+        raise ValueError("not ENOSPC")
+    assert target.read_bytes() == b"previous" and os.listdir(target.parent) == [target.name]
+
+
+def test_a_full_disk_outside_atomic_path_is_one_line_from_the_stage(tmp_path, monkeypatch, capsys):
+    """`common.run`, for a write that does not go through atomic_path (a write's OSError names no file): one line
+    naming the device of the fullest output folder, exit 1; with a file name, the file."""
+    monkeypatch.syspath_prepend(str(ROOT / "pipeline"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stage.py"])
+    from monosem.store.artifacts import device
+
+    import common
+
+    for err, line in ((OSError(errno.ENOSPC, "No space left on device"), "an output not written"),
+                      (OSError(errno.ENOSPC, "No space left on device", "models/x/cfg.json"),
+                       "models/x/cfg.json: not written")):
+        def main():
+            raise err
+        with pytest.raises(SystemExit) as code:
+            common.run(main)
+        assert code.value.code == 1
+        assert capsys.readouterr().err == f"error: {line}: no space left on device ({device(tmp_path)})\n"
+
+
+CHILD = """import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import boot
+signal.signal(signal.SIGTERM, lambda *_: (open(sys.argv[2], "w").write("SIGTERM"), os._exit(143)))
+boot.end_with_dvc()
+open(sys.argv[3], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+FAKE_DVC = """import os, subprocess, sys, time
+shell, dvc, pipeline, child, out, ready = sys.argv[1:]
+env = dict(os.environ, DVC_STAGE="fake") if dvc == "dvc" else dict(os.environ)
+subprocess.Popen([shell, "-c", f"{sys.executable} {child} {pipeline} {out} {ready}"], env=env)
+while not os.path.exists(ready):
+    time.sleep(0.05)
+"""
+
+
+def test_a_stage_ends_when_the_dvc_process_running_it_is_gone_and_only_then(tmp_path):
+    """`boot.end_with_dvc` without DVC's cost: a process that runs a command as DVC does (`$SHELL -c`, DVC_STAGE
+    set for it) and exits once the command has begun. Through bash (the kernel's parent-death signal) and dash
+    (the watchdog), the command gets SIGTERM within 5 s; run without DVC_STAGE (a stage run by hand, under nohup)
+    it is left alone."""
+    (tmp_path / "child.py").write_text(CHILD)
+    (tmp_path / "dvc.py").write_text(FAKE_DVC)
+    env = ENV.copy()
+    env.pop("DVC_STAGE", None)
+    cases = {}
+    for shell in ("/bin/bash", "/bin/sh"):
+        for dvc in ("dvc", "none"):
+            name = f"{Path(shell).name}-{dvc}"
+            out, ready = tmp_path / f"{name}.out", tmp_path / f"{name}.ready"
+            cases[name] = (dvc, out, ready, subprocess.Popen(
+                [sys.executable, str(tmp_path / "dvc.py"), shell, dvc, str(ROOT / "pipeline"),
+                 str(tmp_path / "child.py"), str(out), str(ready)], env=env))
+    for name, (_, _, _, fake) in cases.items():
+        assert fake.wait(timeout=60) == 0, name
+    children = {name: psutil.Process(int(ready.read_text())) for name, (_, _, ready, _) in cases.items()}
+    try:
+        _wait(lambda: all(out.exists() for dvc, out, _, _ in cases.values() if dvc == "dvc"), timeout=5,
+              what="SIGTERM in the stages whose DVC went")
+        time.sleep(2)  # 4 × the watchdog's interval: those without DVC are still there
+        for name, (dvc, out, _, _) in cases.items():
+            if dvc == "dvc":
+                assert out.read_text() == "SIGTERM", name
+            else:
+                assert not out.exists() and children[name].is_running(), name
+    finally:
+        for child in children.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask):
+    """Every writer of outputs (JSON, CSV, text, safetensors, whose own writer makes a 0600 file) gives a new
+    file 0666 & ~umask (0644 under 022, 0600 under 077) and new folders 0777 & ~umask, as `touch` and `mkdir`
+    do; a real stage's outputs under 022: `test_ctrl_z_and_fg…`."""
+    import torch
+
+    from monosem.store.artifacts import save_tensors, write_csv, write_json, write_text
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "new" / "a.json", {"a": 1})
+        write_csv(tmp_path / "new" / "b.csv", [{"a": 1}])
+        write_text(tmp_path / "new" / "c.md", "c")
+        save_tensors(tmp_path / "new" / "d.safetensors", {"d": torch.zeros(2)})
+        save_tensors(tmp_path / "new" / "d.safetensors", {"d": torch.ones(2)})  # replaced
+        (tmp_path / "touched").touch()
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new").iterdir()}
+    assert modes == dict.fromkeys(("a.json", "b.csv", "c.md", "d.safetensors"), 0o666 & ~umask)
+    assert (tmp_path / "touched").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask

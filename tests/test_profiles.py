@@ -134,10 +134,10 @@ def test_the_seed_rule_asks_for_the_seeds_that_decide_each_part_with_margin():
 def test_the_paper_smoke_profile_is_the_paper_profile_but_for_its_steps():
     paper, smoke = load_params(ROOT / "profiles" / "paper.yaml"), load_params(ROOT / "profiles" / "paper-smoke.yaml")
     assert paper.worlds == smoke.worlds and paper.runtime == smoke.runtime and set(paper.studies) == set(smoke.studies)
-    for name, study in paper.studies.items():
-        cut = study.model_copy(update={"train": study.train.model_copy(update={"steps": make.SMOKE_STEPS}),
-                                       "sweep": {k: ([make.SMOKE_STEPS] if k == "train.steps" else v)
-                                                 for k, v in study.sweep.items()}})
+    for name, st in paper.studies.items():
+        cut = st.model_copy(update={"train": st.train.model_copy(update={"steps": make.SMOKE_STEPS}),
+                                    "sweep": {k: ([make.SMOKE_STEPS] if k == "train.steps" else v)
+                                              for k, v in st.sweep.items()}})
         assert smoke.studies[name] == cut, name
     for name, sae in paper.saes.items():
         assert smoke.saes[name] == sae.model_copy(update={"train": sae.train.model_copy(

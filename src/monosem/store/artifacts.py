@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,17 +24,98 @@ from monosem.worlds import WorldData
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a new empty file beside `path`, renamed into place only if the block succeeds (else removed).
+
+    It is created as any program creates a file (mode 0666 less the umask, or as the folder's default ACL says),
+    not 0600 as `tempfile.mkstemp` would, and keeps that mode if the block replaces it (safetensors' `save_file`
+    writes a 0600 file of its own and renames it over the path it is given); folders get the default mode too.
+    A full disk, at any step, is an ArtifactError naming `path` and the device (`no_space`), with nothing left
+    behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_file(path)
+        mode = os.stat(tmp).st_mode
+        yield tmp
+        if os.stat(tmp).st_mode != mode:
+            os.chmod(tmp, mode & 0o7777)
         os.replace(tmp, path)
+    except Exception as err:
+        if is_no_space(err):
+            raise no_space(path) from err
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _new_file(path: Path) -> Path:
+    """A new empty file `.<name>.<random>.tmp` beside `path`, with the mode a new file gets (0666 & ~umask)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(path))
+
+
+def is_no_space(err: BaseException) -> bool:
+    """Whether `err` is a full disk: an OSError with errno ENOSPC, or safetensors' SafetensorError, whose message
+    is the only trace of the OS error it wraps."""
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    return isinstance(err, SafetensorError) and "No space left on device" in str(err)
+
+
+def no_space(path: str | Path) -> ArtifactError:
+    """The one line for a full disk: the file not written, and the device it would have been on (its source in
+    /proc/self/mountinfo, its mount point, the space left there)."""
+    return ArtifactError(f"{path}: not written: no space left on device ({device(Path(path).parent)})")
+
+
+def device(folder: str | Path) -> str:
+    """`<source> mounted at <mount point>, <free> free` for the file system holding `folder` (or its nearest
+    existing parent)."""
+    where = Path(os.path.realpath(folder))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    mount = where
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    source = None
+    with contextlib.suppress(OSError, ValueError, IndexError):  # no /proc (not Linux), or a line not understood
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            dash = fields.index("-")
+            if _unescape(fields[4]) == str(mount):
+                fstype, src = fields[dash + 1], _unescape(fields[dash + 2])
+                source = src if src.startswith("/") or src == fstype else f"{src} ({fstype})"
+    if source is None:
+        dev = os.stat(where).st_dev
+        source = f"device {os.major(dev)}:{os.minor(dev)}"
+    try:
+        free = _size(shutil.disk_usage(mount).free)
+    except OSError:
+        free = "unknown"
+    return f"{source} mounted at {mount}, {free} free"
+
+
+def _unescape(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (space, tab, newline and backslash as octal escapes)."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def _size(n: float) -> str:
+    units = ["B", "kB", "MB", "GB", "TB"]
+    while n >= 1000 and len(units) > 1:
+        n, units = n / 1000, units[1:]
+    return f"{n:.0f} B" if units[0] == "B" else f"{n:.1f} {units[0]}"
 
 
 def _clean(obj: Any) -> Any:
