@@ -86,6 +86,29 @@ def effect_text(claim: dict) -> str:
     return _value(effect, ci)
 
 
+def write_claims(claims: list[dict]) -> list[str]:
+    """reports/claims.json, reports/claims.md (the compact table README shows), and the report's claims section."""
+    write_json(REPORTS / "claims.json", claims)
+    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims/`). The "
+                   "paper's claims: an effect size and its bootstrap 95% interval; **holds** when the whole interval "
+                   "meets the criterion, **does not hold** when none of it does, **inconclusive** when it straddles "
+                   "the criterion. The other claims: their tests' p-values or fixed rules (no interval). Stability: "
+                   "the verdict judged again with each seed left out in turn; **fragile** when one of those differs "
+                   "(listed), **stable** otherwise.", "",
+                   "| claim | verdict | stability | effect [95% interval] | criterion | evidence |",
+                   "|---|---|---|---|---|---|"]
+    claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} | "
+                    f"{c['criterion']} | {c['evidence']} |" for c in claims]
+    held = sum(c["verdict"] == "holds" for c in claims)
+    table1 = [c for c in claims if c["family"] == "paper"]
+    write_text(REPORTS / "claims.md", "\n".join([
+        f"{sum(c['verdict'] == 'holds' for c in table1)} of {len(table1)} Table 1 claims hold, {held} of "
+        f"{len(claims)} claims in all; {sum(c['stability'] == 'fragile' for c in claims)} fragile.", "",
+        "| claim | verdict | stability | effect [95% interval] |", "|---|---|---|---|",
+        *(f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} |" for c in claims)]) + "\n")
+    return claim_lines
+
+
 def studies_table(params) -> list[str]:
     """The paper's Table 1 as run here: one row per study, the swept parameters named."""
     rows = ["| study | task | act | features | k | ε | lr | bias decay | bias offset | L1 | steps × batch | swept | models |",
@@ -270,24 +293,7 @@ def main() -> None:
     if sae_sections:
         sae_sections.insert(0, "## Sparse autoencoders\n\nDictionary learning on the toy models' activations, "
                                "scored against the true features (the Gated SAE paper's claims are in the table above).\n")
-    write_json(REPORTS / "claims.json", claims)
-    claim_lines = ["## Claims", "", "Judged on all seeds by criteria fixed in advance (`src/monosem/claims/`). The "
-                   "paper's claims: an effect size and its bootstrap 95% interval; **holds** when the whole interval "
-                   "meets the criterion, **does not hold** when none of it does, **inconclusive** when it straddles "
-                   "the criterion. The other claims: their tests' p-values or fixed rules (no interval). Stability: "
-                   "the verdict judged again with each seed left out in turn; **fragile** when one of those differs "
-                   "(listed), **stable** otherwise.", "",
-                   "| claim | verdict | stability | effect [95% interval] | criterion | evidence |",
-                   "|---|---|---|---|---|---|"]
-    claim_lines += [f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} | "
-                    f"{c['criterion']} | {c['evidence']} |" for c in claims]
-    held = sum(c["verdict"] == "holds" for c in claims)
-    table1 = [c for c in claims if c["family"] == "paper"]
-    write_text(REPORTS / "claims.md", "\n".join([  # the compact table README shows
-        f"{sum(c['verdict'] == 'holds' for c in table1)} of {len(table1)} Table 1 claims hold, {held} of "
-        f"{len(claims)} claims in all; {sum(c['stability'] == 'fragile' for c in claims)} fragile.", "",
-        "| claim | verdict | stability | effect [95% interval] |", "|---|---|---|---|",
-        *(f"| {c['claim']} | **{c['verdict']}** | {stability_text(c)} | {effect_text(c)} |" for c in claims)]) + "\n")
+    claim_lines = write_claims(claims)
 
     worlds = ["| world | N | m | ε | distribution | values | importance I_i | task | eval samples |",
               "|---|---|---|---|---|---|---|---|---|"]

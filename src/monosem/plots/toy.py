@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from monosem.analysis.interpret import feature_order, neuron_order  # noqa: E402
 from monosem.store.artifacts import atomic_path  # noqa: E402
@@ -120,6 +121,8 @@ def mono_sweep(points: pd.DataFrame, sweep_key: str, n_features: int, path: str 
     for ax in axes:
         if sweep_key.split(".")[-1] in LOG_SCALED and np.all(x > 0):
             ax.set_xscale("log", base=2 if sweep_key in ("model.neurons", "data.eps") else 10)
+            ax.set_xticks(sorted(set(x)), [f"{v:g}" for v in sorted(set(x))])  # the swept values, not a decade's
+            ax.xaxis.set_minor_formatter(NullFormatter())                          # minor labels on top of them
         if sweep_key == "model.neurons":
             ax.axvline(n_features, color="r", lw=1)
     if series.notna().any():
