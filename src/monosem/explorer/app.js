@@ -43,8 +43,10 @@ function matrix(m) { // {shape, scale, b64} -> rows of numbers
   for (let i = 0; i < r; i++) out.push(Array.from(q.subarray(i * c, (i + 1) * c), (x) => x * m.scale));
   return out;
 }
-const verdict = (v) => (v === true ? h("span", { class: "holds" }, "holds")
-  : v === false ? h("span", { class: "fails" }, "does not hold") : h("span", { class: "untested" }, "not tested"));
+// A claim's three-way verdict (holds / does not hold / inconclusive / not run), from `holds` where it has none.
+const verdictOf = (c) => c.verdict || (c.holds === true ? "holds" : c.holds === false ? "does not hold" : "not run");
+const verdict = (c) => h("span", { class: { holds: "holds", "does not hold": "fails" }[verdictOf(c)] || "untested" },
+  verdictOf(c));
 const plotDiv = (id, height) => h("div", { id, class: "plot", style: `height:${height || 420}px` });
 const CONFIG = { displaylogo: false, responsive: true };
 const plot = (id, data, layout) => {
@@ -132,7 +134,7 @@ function studyPage(main, [name]) {
   main.append(h("h1", {}, `Study ${name}`), h("p", { class: "facts" },
     `World ${s.world} (${s.task}, N = ${s.n_features}); ${s.kind}${tied ? "" : " " + s.activation}, ${s.neurons} hidden units; `,
     `sweep ${Object.entries(s.sweep).map(([k, v]) => `${k} ∈ {${v.join(", ")}}`).join(" × ") || "none"}; seeds ${s.seeds.join(", ")}.`),
-  claims.length ? h("p", {}, "Claims using it: ", claims.map((c, i) => [i ? "; " : "", link(c.id, ["claims"]), " ", verdict(c.holds)])) : null);
+  claims.length ? h("p", {}, "Claims using it: ", claims.map((c, i) => [i ? "; " : "", link(c.id, ["claims"]), " ", verdict(c)])) : null);
   const metrics = s.instances.columns.filter((c) => rows.some((r) => typeof r[c] === "number") && !["seed", "diverged_at"].includes(c) && !c.startsWith("sweep."));
   const initial = tied ? (metrics.includes("dims_per_feature") ? "dims_per_feature" : "mono_per_neuron") : "mono_per_feature";
   const sel = h("select", { id: "metric", onchange: (ev) => sweepPlot(s, rows, ev.target.value) }, metrics.map((m) =>
@@ -303,7 +305,7 @@ function saesPage(main, [name]) {
   const claims = MONOSEM.data.index.claims.filter((c) => (c.studies || []).includes(name));
   main.append(h("h1", {}, `SAEs: ${name}`), h("p", { class: "facts" }, `${rows.length} SAEs with ${a.latents} latents on the ${a.layer} layer of `,
     link(`${a.study} ${a.instance}`, ["model", a.study, a.instance]), `; true mean L0 ${fmt(a.true_l0)}.`),
-  plotDiv("pareto", 420), h("h2", {}, "Claims"), sortableTable([{ key: "claim", text: true }, { key: "holds", label: "verdict", cell: (c) => verdict(c.holds) },
+  plotDiv("pareto", 420), h("h2", {}, "Claims"), sortableTable([{ key: "claim", text: true }, { key: "holds", label: "verdict", cell: (c) => verdict(c) },
     { key: "evidence", text: true }], claims), h("h2", {}, "Every SAE"), sortableTable([{ key: "sae", cell: (r) => link(r.sae, ["sae", name, r.sae]) },
     { key: "architecture" }, { key: "knob", label: "λ or k" }, { key: "seed" }, ...["l0", "explained_variance", "mcc", "f1", "recovered_at_0.9",
       "shrinkage_gamma", "magnitude_ratio", "dead_fraction", "loss_recovered"].map((k) => ({ key: k, label: LABELS[k] || k }))], rows,
@@ -331,10 +333,10 @@ async function saePage(main, [name, label]) {
 
 function claimsPage(main) {
   const idx = MONOSEM.data.index, names = new Set(idx.studies.map((s) => s.name)), saes = new Set(idx.saes.map((s) => s.name));
-  const rows = idx.claims.map((c) => ({ ...c, verdict: c.holds === true ? "holds" : c.holds === false ? "does not hold" : "not tested" }));
+  const rows = idx.claims.map((c) => ({ ...c, verdict: verdictOf(c) }));
   main.append(h("h1", {}, "Claims"), h("p", { class: "facts" }, `${rows.filter((c) => c.holds === true).length} of ${rows.length} hold; `,
     "each judged on all seeds by a criterion fixed in advance (src/monosem/claims/, sae_eval.py)."),
-  sortableTable([{ key: "claim", text: true }, { key: "verdict", text: true, cell: (c) => verdict(c.holds) },
+  sortableTable([{ key: "claim", text: true }, { key: "verdict", text: true, cell: (c) => verdict(c) },
     { key: "stability", text: true }, { key: "criterion", text: true },
     { key: "evidence", text: true }, { key: "studies", text: true, cell: (c) => (c.studies || []).map((s, i) => [i ? ", " : "",
       names.has(s) ? link(s, ["study", s]) : saes.has(s) ? link(s, ["saes", s]) : s]) }], rows, { filter: "verdict", id: "claims" }));
