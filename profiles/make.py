@@ -24,6 +24,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from monosem.config.raw import with_defaults  # noqa: E402  (this checkout's: the merge params.yaml is read with)
+
 RUNGS = {64: 2**11, 128: 2**12, 256: 2**13}  # N: steps; m, k and B·k scale from the default's N 128
 BASE_N = 128
 TABLE1 = ["LR1", "LR2", "LR3", "LR4", "B1", "B2", "B3", "B4", "B5", "G3", "E1", "E2", "E3", "E4", "K0", "K1", "K2",
@@ -60,18 +63,11 @@ def regime(params: dict, calibration: dict = CALIBRATION) -> dict:
     return out
 
 
-def _merged(defaults: dict, entry: dict) -> dict:
-    """An entry with its section's defaults merged under it, key by key (as monosem.config.raw does)."""
-    out = copy.deepcopy(defaults)
-    for key, value in entry.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def ladder(params: dict, rungs: dict[int, int] = RUNGS, base_n: int = BASE_N, names: list[str] = TABLE1) -> dict:
     """The ladder of `names` (params' studies) at `rungs` ({N: steps}), sizes scaled from `base_n`."""
-    studies = {name: _merged(params["defaults"]["studies"], params["studies"][name]) for name in names}
-    worlds = {w: _merged(params["defaults"]["worlds"], params["worlds"][w]) for w in sorted({s["world"] for s in studies.values()})}
+    full = with_defaults(params)  # every entry spelled out: the ladder's defaults section is empty
+    studies = {name: full["studies"][name] for name in names}
+    worlds = {w: full["worlds"][w] for w in sorted({s["world"] for s in studies.values()})}
     out = {"defaults": {"worlds": {}, "studies": {}, "saes": {}}, "worlds": {}, "studies": {}, "saes": {}}
     for n, steps in rungs.items():
         scale = n / base_n
