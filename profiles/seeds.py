@@ -8,11 +8,12 @@ margin: the part's 95% interval half-width h at 3 seeds, scaled by √(3/n) (an 
 is at most half the distance from its effect to the criterion's nearest bound, |e − c|/2; that is
 n = ⌈3·(2h/|e − c|)²⌉. A part named `<study>.<part>` asks it of that study (and of its pair in claim 2:
 LR3 with LR1, LR4 with LR2, paired by seed), a claim's single pooled part of every study the claim reads; a
-study takes the largest n asked of it, clipped to [3, 6]: 3 is the least a bootstrap interval allows after the stability
-jackknife leaves one seed out; 6 is the largest common cap whose projected default run fits the budget (`make
-repro` within 20 minutes at 250 GFLOP/s; projected from the 3-seed run's training time per FLOP, docs/reproduction.md:
-caps 5 / 6 / 7 / 8 give 18.1 / 19.2 / 20.3 / 21.3 minutes). LR1–LR4, the studies of claims 1 and 2, get at least 5.
-A part whose interval is not defined (NaN) asks for the most.
+study takes the largest n asked of it, clipped to [3, 4], and LR1–LR4, the studies of claims 1 and 2, get at least
+5: 3 is the least a bootstrap interval allows after the stability jackknife leaves one seed out; 4 is the largest
+common cap whose projected default run fits the budget (`make repro` within 20 minutes at 250 GFLOP/s). The
+projection is the measured default run of 2026-12-07 at cap 6 (21:24 scaled to 250 GFLOP/s; the 3-seed run's
+projection had said 19.2 minutes, so it was recalibrated on the measurement) less 6.5 s per seed a study drops:
+caps 4 / 5 / 6 give 19:40 / 20:19 / 21:24. A part whose interval is not defined (NaN) asks for the most.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import math
 import sys
 
-LOW, HIGH, CENTRAL = 3, 6, {"LR1": 5, "LR2": 5, "LR3": 5, "LR4": 5}
+LOW, HIGH, CENTRAL = 3, 4, {"LR1": 5, "LR2": 5, "LR3": 5, "LR4": 5}
 PAIRS = {"LR3": "LR1", "LR4": "LR2"}  # claim 2 pairs these by (lr, seed)
 
 
@@ -45,7 +46,7 @@ def rule(claims: list[dict]) -> dict[str, tuple[int, str]]:
             asks = [(s, c["id"], (c["effect"], c["ci95"], c["target"])) for s in c["studies"]]
         for study, part, p in asks:
             want = needed(*p)
-            n = min(HIGH, max(LOW, CENTRAL.get(study, LOW), want))
+            n = max(CENTRAL.get(study, LOW), min(HIGH, max(LOW, want)))
             if n > out.get(study, (0, ""))[0]:
                 out[study] = (n, f"{c['id']}: {part} asks {want}")
     for study in (s for c in claims if c.get("family") == "paper" for s in c["studies"]):

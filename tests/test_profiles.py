@@ -125,9 +125,13 @@ def test_the_seed_rule_asks_for_the_seeds_that_decide_each_part_with_margin():
                "target": {"LR3.mono_gain": [0.0, None], "LR3.loss_ratio": [None, 1.05]}},
               {"id": "l1_raises_mono", "family": "paper", "studies": ["RG1"], "effect": 0.5, "ci95": [0.4, 0.6],
                "target": [0.0, None]},
+              {"id": "density_mono", "family": "paper", "studies": ["E1"], "effect": 0.1, "ci95": [0.0, 0.2],
+               "target": [0.0, None]},
               {"id": "noise_bias_tracks_sigma", "family": "interventions", "studies": ["NOISE"], "effect": None}]
     got = seeds.rule(claims)
-    assert got["LR3"][0] == got["LR1"][0] == 6  # 3·(2·0.114/0.112)² = 12.4, clipped to 6, shared by the pair
+    # 3·(2·0.114/0.112)² = 12.4, clipped to the cap 4, raised to claims 1-2's floor 5, shared by the pair
+    assert got["LR3"][0] == got["LR1"][0] == 5
+    assert got["E1"][0] == seeds.HIGH == 4  # asks 12, clipped to the cap
     assert got["RG1"][0] == 3 and "NOISE" not in got
 
 
