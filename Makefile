@@ -3,6 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3.11
 PORT ?= 5000
 EXPLORE_PORT ?= 8000
+LIMIT ?= 120
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.monosem-setup
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -23,6 +24,7 @@ setup: $(STAMP)
 
 # validate.py checks params.yaml in full (and memory, and the store) first: DVC deletes a stage's outputs before
 # running it, so a bad value must be found before `dvc repro` starts.
+# It prints the projected time of the stages about to run and stops above LIMIT minutes (0: no limit).
 # PROFILE=paper copies profiles/paper.yaml over params.yaml first (git keeps the old one; refused when
 # params.yaml has uncommitted edits, so nothing is lost).
 repro: setup
@@ -30,7 +32,7 @@ ifneq ($(PROFILE),)
 	@git diff --quiet -- params.yaml || { echo "error: params.yaml has uncommitted edits; commit or stash them before PROFILE=$(PROFILE)"; exit 1; }
 	cp profiles/$(PROFILE).yaml params.yaml
 endif
-	$(PY) pipeline/validate.py
+	$(PY) pipeline/validate.py --limit $(LIMIT)
 	dvc repro
 
 # The explorer the report stage writes: its address on disk (it needs no server), and the same pages served on

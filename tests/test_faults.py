@@ -48,7 +48,7 @@ def repo(tmp_path_factory):
     for name in ("Makefile", "pyproject.toml", "requirements.lock"):  # copy2: older than the environment's setup
         shutil.copy2(ROOT / name, repo / name)                         # stamp, so `make` installs nothing
     out = sh(make("repro"), repo)
-    assert "valid; every stage fits in memory" in out.stdout
+    assert "valid; every stage fits in memory" in out.stdout and "projected: " in out.stdout
     return repo
 
 
@@ -103,6 +103,23 @@ def test_make_repro_refuses_a_bad_value_in_one_line_before_dvc_deletes_anything(
         write_params(repo, params())
     assert outputs(repo) == before and len(all_runs(repo)) == runs
     assert "Data and pipelines are up to date" in sh("dvc status", repo).stdout
+
+
+def test_make_repro_projects_only_what_will_run_and_stops_above_its_limit_before_any_work(repo):
+    before, runs = outputs(repo), len(all_runs(repo))
+    out = sh(make("repro"), repo)  # up to date: nothing to run
+    assert "projected: 0 s for 0 stages" in out.stdout
+    try:
+        write_params(repo, params(lambda p: p["studies"]["W1"]["train"].update(steps=10 ** 9)))
+        out = sh(make("repro LIMIT=60"), repo, check=False)
+        # W1's train, measure and interpret, and the report; not LR1's, nor the worlds'
+        assert "for 4 stages" in out.stdout and "train        1 stage " in out.stdout, out.stdout
+        last = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 1 and last.startswith("error: projected ") and "above the limit of 1 h 00 min" in last
+        assert "LIMIT=0" in last and "Running stage" not in out.stdout
+    finally:
+        write_params(repo, params())
+    assert outputs(repo) == before and len(all_runs(repo)) == runs
 
 
 def test_a_copied_checkout_writes_its_artifacts_into_itself(repo, tmp_path):

@@ -289,3 +289,17 @@ def test_importing_monosem_flushes_subnormals_on_every_thread_of_the_pool():
             "y = x * 1.0; print(int((y != 0).sum()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_fused_sampler_gives_torchs_features_bit_for_bit(signed):
+    from monosem.training.sample_kernel import masked_ratio, signed_masked_ratio
+    from monosem.worlds import features_from_uniforms
+
+    gen = torch.Generator().manual_seed(0)
+    u = torch.rand((3, 2, 50, 7) if signed else (3, 50, 7), generator=gen)  # (seed, [2,] batch, N)
+    probs = torch.tensor([[0.0, 1.0, 0.5, 0.3, 0.01, 0.9, 0.25], [0.1] * 7])  # (dens, N): a feature never and always on
+    out = torch.full((2, 3, 50, 7), float("nan"))
+    (signed_masked_ratio if signed else masked_ratio)(u.numpy(), probs.numpy(), out.numpy())
+    expected = features_from_uniforms(u.unsqueeze(0), probs.unsqueeze(1), signed)
+    assert torch.equal(out, expected) and (out[0, ..., 0] == 0).all() and (out[0, ..., 1] != 0).any()

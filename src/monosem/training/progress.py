@@ -1,5 +1,6 @@
 """Training progress that reads well in a stage log: Lightning's bar on a terminal, otherwise one line per
-tenth of training (step, loss, time left), and none of Lightning's advertisements.
+tenth of training or every 30 s, whichever comes first (step, loss, time left), and none of Lightning's
+advertisements.
 
 A bar redrawn into a file is thousands of carriage-return frames (DVC's log of a default run had ~5,000);
 a line per tenth says the same in ten lines.
@@ -47,15 +48,17 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressLines(L.Callback):
-    """One line each time training passes a tenth of its steps: the step, the mean over instances of the
-    module's first curve (the loss, or the SAEs' MSE) at its latest record, and the time left at the rate
-    so far. Reads `steps`, `start_step` and `curves` of a monosem module; rank zero only."""
+    """One line each time training passes a tenth of its steps, or `every` seconds after the last line (at the
+    end of a chunk of steps): the step, the mean over instances of the module's first curve (the loss, or the
+    SAEs' MSE) at its latest record, and the time left at the rate so far. Reads `steps`, `start_step` and
+    `curves` of a monosem module; rank zero only."""
 
-    def __init__(self, parts: int = 10, stream=None):
-        self.parts, self.stream = parts, stream
+    def __init__(self, parts: int = 10, stream=None, every: float = 30.0):
+        self.parts, self.stream, self.every = parts, stream, every
 
     def on_train_start(self, trainer, module) -> None:
         self.start, self.clock = module.start_step, time.monotonic()
+        self.last = self.clock
         self.next = self._boundary(module, self.start) + 1
 
     def _boundary(self, module, step: int) -> int:
@@ -64,10 +67,12 @@ class ProgressLines(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         first, count = (int(v) for v in batch)
         done = first + count
-        if self._boundary(module, done) < self.next or not trainer.is_global_zero:
+        now = time.monotonic()
+        due = self._boundary(module, done) >= self.next or now - self.last >= self.every or done >= module.steps
+        if not due or not trainer.is_global_zero:
             return
-        self.next = self._boundary(module, done) + 1
-        elapsed = time.monotonic() - self.clock
+        self.next, self.last = max(self.next, self._boundary(module, done) + 1), now
+        elapsed = now - self.clock
         left = elapsed / max(done - self.start, 1) * (module.steps - done)
         line = f"  step {done}/{module.steps} ({100 * done // module.steps}%)"
         curves = module.curves

@@ -45,10 +45,22 @@ class FeatureStream:
         self.signed = self.world.cfg.task == "abs"  # v1 − v2: two uniforms per (sample, feature)
         per_seed = ((2,) if self.signed else ()) + (self.batch_size, self.world.cfg.n_features)
         self.u = torch.empty((len(self.seeds), *per_seed), device=device)
+        # On the CPU one numba pass turns the uniforms into features (training.sample_kernel; equal to torch's bit
+        # for bit); elsewhere torch's ops, which a CUDA graph captures.
+        self.fused = device.type == "cpu" and self.world.cfg.values == "uniform" and self.u.dtype == torch.float32
+        if self.fused:
+            from monosem.training import sample_kernel  # numba: imported when a study first trains on the CPU
+            self.kernel = sample_kernel.signed_masked_ratio if self.signed else sample_kernel.masked_ratio
+            self.f = torch.empty((len(self.probs), len(self.seeds), self.batch_size, self.world.cfg.n_features))
+            self.probs = self.probs.float().contiguous()
 
     def next(self) -> Tensor:
+        """Features (dens, seed, batch, N); on the CPU in a buffer the next call overwrites."""
         for g, u in zip(self.gens, self.u):  # each seed's uniforms from its own generator, as a run alone draws them
             torch.rand(u.shape, generator=g, out=u)
+        if self.fused:
+            self.kernel(self.u.numpy(), self.probs.numpy(), self.f.numpy())
+            return self.f
         return features_from_uniforms(self.u.unsqueeze(0), self.probs.unsqueeze(1), self.signed,
                                       self.world.cfg.values)  # (dens, seed, batch, N)
 
