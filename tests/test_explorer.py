@@ -133,11 +133,13 @@ def test_neuron_page_shows_its_response_outputs_and_sensitivity(repo, browser, s
     visit(browser, repo, f"neuron/LR1/{label}/{n}")
     assert browser.find_element("id", "class").text == "poly"
     assert js(browser, "document.getElementById('response').data[0].y.length") == 8  # every feature
-    assert js(browser, "document.getElementById('outputs').data[0].y.length") == 8  # every output
+    assert js(browser, "document.getElementById('outputs').data[0].y.length") == 8  # every output (8 < TOP_OUTPUTS)
     assert len(browser.find_elements("css selector", "#response .bars .point")) >= 1
     response = js(browser, "document.getElementById('response').data[0].y")
     assert response == sorted(response, reverse=True)
-    assert response[0] == pytest.approx(float(neurons[n]["activation_1"]), abs=1e-3)  # its top feature, as interpret says
+    # its top feature, as interpret says, within half a step of the page's 8 bits (of the model's largest activation)
+    step = max(float(r["activation_1"]) for r in neurons.values()) / 127
+    assert response[0] == pytest.approx(float(neurons[n]["activation_1"]), abs=step / 2 + 1e-6)
     sens = rows(browser, "sensitivity")
     assert len(sens) == 6 and sens[1][2] == "no"  # polysemantic at the paper's 0.999
     assert browser.find_element("id", "mixes").text.startswith("Mixes ")

@@ -2,9 +2,14 @@
 against the true features; the claims), written as one `index.html`, its script and style, Plotly's bundled
 JavaScript and one data file per page.
 
-It opens from disk with no server and no network: each data file is a script (`MONOSEM.put(key, {...})`), since
-a page opened as file:// may not fetch JSON beside it. Matrices travel as base64 int16 with one scale each
-(`encode`): 2.7 bytes a number instead of ~6 as decimal text, and exact to 1/32767 of the matrix's largest value.
+It opens from disk with no server and no network: each data file is a script, since a page opened as file:// may
+not fetch a file beside it. `data/index.js` calls `MONOSEM.put("index", {...})`; every other page's file calls
+`MONOSEM.putz(key, "...")` with the page packed (`pack`): its JSON and its matrices' bytes in one zlib stream,
+base64, which the page inflates with the browser's DecompressionStream. A matrix is stored as integers of `bits`
+bits with one scale (`encode`): a model's single-feature activations and an SAE's cosines in 8 bits (1/127 of
+the matrix's largest value: what a heatmap's colours and its hover show), weights in 16. A neuron's output
+weights are its 16 largest by magnitude (`TOP_OUTPUTS`; the rest's norm follows from ‖w_out‖ in its table row).
+So the site grows with what a page shows, not with the bytes of every weight: a default run's is ~20 MB.
 
 This module builds the pages' data from tensors and tables the caller has read, and writes the site; where the
 pipeline keeps those files is the report stage's business.
@@ -16,6 +21,8 @@ import base64
 import json
 import math
 import shutil
+import struct
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,15 +37,60 @@ from monosem.analysis.sae_metrics import mcc
 
 ASSETS = ("index.html", "app.js", "style.css")
 AMPLITUDES = (0.25, 0.5, 1.0)  # the probe amplitudes of the interpret stage's sensitivity (interpret.AMPLITUDES)
+TOP_OUTPUTS = 16  # a neuron's output weights kept for its page: the largest by magnitude
+DTYPES = {8: "<i1", 16: "<i2"}
 
 
-def encode(t: Tensor) -> dict:
-    """A 2-D tensor as {shape, scale, b64}: little-endian int16 of round(t / scale), scale = max|t| / 32767."""
+def encode(t: Tensor, bits: int = 16) -> dict:
+    """A 2-D tensor as {"$m": [rows, cols, bits, scale], "q": bytes}: little-endian int`bits` of round(t / scale),
+    scale = max|t| / (2^(bits−1) − 1), so within scale/2 of t; an integer tensor as it is (scale 1). `pack` moves
+    the bytes out of the JSON."""
     a = t.detach().double().cpu().numpy()
     top = float(np.abs(a).max()) if a.size else 0.0
-    scale = top / 32767 if top > 0 else 1.0
-    q = np.round(a / scale).astype("<i2")
-    return {"shape": list(a.shape), "scale": scale, "b64": base64.b64encode(q.tobytes()).decode()}
+    scale = top / (2 ** (bits - 1) - 1) if top > 0 and t.is_floating_point() else 1.0
+    q = np.round(a / scale).astype(DTYPES[bits])
+    return {"$m": [*a.shape, bits, scale], "q": q.tobytes()}
+
+
+def pack(value: Any) -> bytes:
+    """A page as one zlib stream: a 4-byte little-endian length, the page's JSON (floats to 5 digits), then each
+    matrix's bytes at an offset divisible by 4, which its {"$m": [rows, cols, bits, scale, offset]} names."""
+    blobs: list[bytes] = []
+    at = 0
+
+    def walk(obj: Any) -> Any:
+        nonlocal at
+        if isinstance(obj, dict) and "$m" in obj:
+            blobs.append(obj["q"] + b"\0" * (-len(obj["q"]) % 4))
+            at, offset = at + len(blobs[-1]), at
+            return {"$m": [*obj["$m"], offset]}
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [walk(v) for v in obj]
+        return obj
+
+    head = json.dumps(_round(walk(value)), separators=(",", ":"), allow_nan=False).encode()
+    head += b" " * (-len(head) % 4)
+    return zlib.compress(struct.pack("<I", len(head)) + head + b"".join(blobs), 6)
+
+
+def unpack(data: bytes) -> Any:
+    """`pack`'s inverse, each matrix as a float64 numpy array (the page's own decoding, in Python)."""
+    raw = zlib.decompress(data)
+    (n,) = struct.unpack_from("<I", raw)
+    base = 4 + n
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict) and "$m" in obj:
+            rows, cols, bits, scale, offset = obj["$m"]
+            q = np.frombuffer(raw, DTYPES[bits], rows * cols, base + offset)
+            return q.reshape(rows, cols) * scale
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        return [walk(v) for v in obj] if isinstance(obj, list) else obj
+
+    return walk(json.loads(raw[4:base]))
 
 
 def _round(obj: Any, digits: int = 5) -> Any:
@@ -61,11 +113,14 @@ def columns(rows: list[dict]) -> dict:
 def model_page(sfa: Tensor, amplitude_sfa: dict[float, Tensor], bias: Tensor, w_out: Tensor, table: list[dict],
                summary: dict, curves: dict[str, list]) -> dict:
     """A neuron model's page: its single-feature activations (k, N) in the paper's order (neurons most
-    monosemantic first, features by the neuron they drive most), bias, output weights (d_out, k), the interpret
+    monosemantic first, features by the neuron they drive most), bias, each neuron's `TOP_OUTPUTS` largest output
+    weights of w_out (d_out, k) and their outputs (`w_out_top`, `w_out_index`: (top, k)), the interpret
     stage's neuron table and summary, its training curves, and frac_mono of every neuron at each probe
     amplitude (`amplitude_sfa`: the single-feature activations with probes scaled by that amplitude)."""
     order = neuron_order(sfa)
-    return {"sfa": encode(sfa), "w_out": encode(w_out), "bias": bias.tolist(),
+    top = w_out.abs().topk(min(TOP_OUTPUTS, w_out.shape[0]), dim=0).indices  # (top, k): each neuron's largest
+    return {"sfa": encode(sfa, bits=8), "w_out_index": encode(top), "w_out_top": encode(w_out.gather(0, top)),
+            "bias": bias.tolist(),
             "neuron_order": order.tolist(), "feature_order": feature_order(sfa, order).tolist(),
             "frac_mono_at": [{"amplitude": a, "values": frac_mono(s).tolist()} for a, s in amplitude_sfa.items()],
             "table": columns(table), "summary": summary, "curves": curves}
@@ -91,12 +146,14 @@ def sae_page(W_dec: Tensor, G: Tensor) -> dict:
     rest = lambda taken, best: sorted(set(range(len(best))) - set(taken), key=lambda i: -best[i])  # noqa: E731
     lat += rest(lat, cos.abs().max(1).values.tolist())
     feat += rest(feat, cos.abs().max(0).values.tolist())
-    return {"cos": encode(cos[lat][:, feat]), "latent_order": lat, "feature_order": feat,
+    return {"cos": encode(cos[lat][:, feat], bits=8), "latent_order": lat, "feature_order": feat,
             "pairs": [[la, fe, float(cos[la, fe])] for la, fe in zip(lat, feat)][:len(first)]}
 
 
 def _script(key: str, value: Any) -> str:
-    return f"MONOSEM.put({json.dumps(key)}, {json.dumps(_round(value), separators=(',', ':'), allow_nan=False)});\n"
+    if key == "index":  # read by every page as it opens: plain JSON
+        return f"MONOSEM.put({json.dumps(key)}, {json.dumps(_round(value), separators=(',', ':'), allow_nan=False)});\n"
+    return f"MONOSEM.putz({json.dumps(key)}, \"{base64.b64encode(pack(value)).decode()}\");\n"
 
 
 def bundle(site: Path, path: Path) -> None:

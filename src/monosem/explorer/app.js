@@ -1,4 +1,5 @@
-// The explorer's pages, drawn from data files that call MONOSEM.put(key, value) (see monosem/explorer/__init__.py).
+// The explorer's pages, drawn from data files that call MONOSEM.put(key, value) or, packed, MONOSEM.putz(key, base64)
+// (see monosem/explorer/__init__.py: pack).
 // Routes live in the URL hash, so every page works from disk: #/study/NAME, #/model/STUDY/LABEL,
 // #/neuron/STUDY/LABEL/N, #/saes/NAME, #/sae/NAME/SAE, #/claims.
 "use strict";
@@ -6,7 +7,26 @@
 const MONOSEM = (window.MONOSEM = {
   data: {}, waiting: {},
   put(key, value) { this.data[key] = value; (this.waiting[key] || []).forEach((f) => f(value)); delete this.waiting[key]; },
+  putz(key, b64) { this.put(key, unpack(b64)); },  // a promise of the page; load() waits for it
 });
+
+// A packed page: zlib(4-byte length, JSON, matrices' bytes), base64. Each {"$m": [rows, cols, bits, scale, offset]}
+// becomes {shape, scale, q}: q the integers (Int8Array or Int16Array over the inflated bytes).
+async function unpack(b64) {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const raw = await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer();
+  const n = new DataView(raw).getUint32(0, true), base = 4 + n;
+  const walk = (o) => {
+    if (Array.isArray(o)) return o.map(walk);
+    if (o === null || typeof o !== "object") return o;
+    if (o.$m) {
+      const [r, c, bits, scale, offset] = o.$m;
+      return { shape: [r, c], scale, q: new (bits === 8 ? Int8Array : Int16Array)(raw, base + offset, r * c) };
+    }
+    return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, walk(v)]));
+  };
+  return walk(JSON.parse(new TextDecoder().decode(new Uint8Array(raw, 4, n))));
+}
 
 function load(key) {
   if (key in MONOSEM.data) return Promise.resolve(MONOSEM.data[key]);
@@ -37,10 +57,9 @@ function fmt(v) {
   if (Number.isInteger(v)) return String(v);
   return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2) : String(+v.toPrecision(4));
 }
-function matrix(m) { // {shape, scale, b64} -> rows of numbers
-  const bytes = Uint8Array.from(atob(m.b64), (c) => c.charCodeAt(0));
-  const q = new Int16Array(bytes.buffer), [r, c] = m.shape, out = [];
-  for (let i = 0; i < r; i++) out.push(Array.from(q.subarray(i * c, (i + 1) * c), (x) => x * m.scale));
+function matrix(m) { // {shape, scale, q} -> rows of numbers
+  const [r, c] = m.shape, out = [];
+  for (let i = 0; i < r; i++) out.push(Array.from(m.q.subarray(i * c, (i + 1) * c), (x) => x * m.scale));
   return out;
 }
 // A claim's three-way verdict (holds / does not hold / inconclusive / not run), from `holds` where it has none.
@@ -215,7 +234,7 @@ async function modelPage(main, [name, label]) {
   const custom = feats.map((f) => order.map((n) => [n, f, byId[n].frac_mono, byId[n].class]));
   const open = (n) => go(["neuron", name, label, n]);
   const heat = plot("sfa", [{ type: "heatmap", z, customdata: custom, colorscale: "Viridis", colorbar: { title: { text: "activation" } },
-    hovertemplate: "neuron %{customdata[0]}<br>feature %{customdata[1]}<br>activation %{z:.4f}<br>frac_mono %{customdata[2]:.4f}"
+    hovertemplate: "neuron %{customdata[0]}<br>feature %{customdata[1]}<br>activation %{z:.3g}<br>frac_mono %{customdata[2]:.4f}"
       + "<br>class %{customdata[3]}<extra></extra>" }], {
     title: { text: `Single-feature activations: neurons most monosemantic first (click a neuron)` },
     xaxis: { title: { text: "neuron (by frac_mono)" } }, yaxis: { title: { text: "feature (by the neuron it drives most)" }, autorange: "reversed" } })
@@ -247,7 +266,8 @@ function tiedModel(main, s, row, d) {
 async function neuronPage(main, [name, label, id]) {
   const { d } = await modelData(name, label), n = Number(id);
   const r = objects(d.table).find((x) => x.neuron === n) || fail(`no neuron ${id} in ${name} ${label}`);
-  const sfa = matrix(d.sfa)[n], w = matrix(d.w_out).map((row) => row[n]);
+  const sfa = matrix(d.sfa)[n], outs = matrix(d.w_out_index).map((row) => row[n]), w = matrix(d.w_out_top).map((row) => row[n]);
+  const rest = Math.sqrt(Math.max(r.out_norm ** 2 - w.reduce((a, v) => a + v * v, 0), 0));
   const total = sfa.reduce((a, v) => a + Math.max(v, 0), 0);
   const ranked = sfa.map((v, f) => [f, v]).sort((a, b) => b[1] - a[1]);
   const pos = d.neuron_order.indexOf(n), prev = d.neuron_order[pos - 1], next = d.neuron_order[pos + 1];
@@ -268,11 +288,12 @@ async function neuronPage(main, [name, label, id]) {
   return Promise.all([
     plot("response", [{ type: "bar", x: ranked.map(([f]) => `f${f}`), y: ranked.map(([, v]) => v),
       customdata: ranked.map(([, v]) => (total > 0 ? Math.max(v, 0) / total : 0)),
-      hovertemplate: "feature %{x}<br>activation %{y:.4f}<br>share %{customdata:.1%}<extra></extra>" }],
+      hovertemplate: "feature %{x}<br>activation %{y:.3g}<br>share %{customdata:.1%}<extra></extra>" }],
     { title: { text: "Response to each feature alone (amplitude 1), sorted" }, xaxis: { title: { text: "feature" }, type: "category" },
       yaxis: { title: { text: "activation" } } }),
-    plot("outputs", [{ type: "bar", y: w, hovertemplate: "output %{x}<br>weight %{y:.4f}<extra></extra>" }],
-      { title: { text: "Output weights W2[:, n]" }, xaxis: { title: { text: "output" } }, yaxis: { title: { text: "weight" } } })]);
+    plot("outputs", [{ type: "bar", x: outs.map((o) => `out ${o}`), y: w, hovertemplate: "%{x}<br>weight %{y:.4f}<extra></extra>" }],
+      { title: { text: `Output weights W2[:, n]: its ${w.length} largest by magnitude; the rest's norm ${fmt(rest)}` },
+        xaxis: { title: { text: "output" }, type: "category" }, yaxis: { title: { text: "weight" } } })]);
 }
 
 function saeScatter(id, a, rows, panels, highlight) {

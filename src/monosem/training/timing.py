@@ -5,7 +5,9 @@ The model, calibrated on the measured default run of 2026-12-07 (docs/performanc
 `benchmarks/interpret_speed.py`'s 3.0 s per model at the paper's size:
 
 - a training loop runs at `TRAIN_EFFICIENCY` of the measured dense matmul rate R, counting its matmuls' FLOPs:
-  6·B·(d_in·k + k·d_out) per instance and step (forward and backward), and 12·B·width·latents per SAE and step;
+  6·B·(d_in·k + k·d_out) per instance and step (forward and backward), plus `STEP_SECONDS` per step of each
+  module (instances of one shape train as one: Python, the optimiser's launch, Lightning); SAEs at
+  `SAE_EFFICIENCY` of R for 12·B·width·latents per SAE and step;
 - measuring and interpreting a model evaluate it on its held-out set about `EVAL_PASSES` times:
   2·n_eval·k·(d_in + d_out + N) FLOPs per pass, at R;
 - every stage pays `STAGE_SECONDS` around its work (starting Python, torch and Lightning; DVC's bookkeeping);
@@ -25,7 +27,8 @@ import torch
 from monosem.config import Params
 from monosem.toy.families import family
 
-TRAIN_EFFICIENCY = 0.43  # the default run's toy loops: 963 s for their matmuls' FLOPs at 206 GFLOP/s
+TRAIN_EFFICIENCY = 0.50  # the default run's toy loops: 963 s at 206 GFLOP/s, less STEP_SECONDS × 135,976 steps
+STEP_SECONDS = 1e-3  # per step of a module, whatever its size (a 1-wide model's step takes about this)
 SAE_EFFICIENCY = 0.33  # its SAE loops: 131 s
 EVAL_PASSES = 30  # measure + interpret per model: ~0.17 s at the default's shape, ~3 s at the paper's
 STAGE_SECONDS = 4.0  # per stage process: imports (~2.5 s beside MLflow's worker), DVC ≈ 0.5-1 s
@@ -74,12 +77,14 @@ def stage_times(params: Params, rate: float, train_rate: float | None = None) ->
     for name, s in params.studies.items():
         d_in, d_out, n = _shape(params, name)
         train = evaluate = 0.0
+        modules = {inst.group_key: inst.train.steps for inst in s.instances()}
         for inst in s.instances():
             k, b, steps = inst.model.neurons, inst.train.batch_size, inst.train.steps
             train += steps * 6 * b * (d_in * k + k * d_out)
             evaluate += EVAL_PASSES * 2 * params.worlds[s.world].n_eval * k * (d_in + d_out + n)
             models += 1
-        out += [StageTime(f"train@{name}", "train", STAGE_SECONDS + train / (TRAIN_EFFICIENCY * train_rate)),
+        loop = STEP_SECONDS * sum(modules.values()) + train / (TRAIN_EFFICIENCY * train_rate)
+        out += [StageTime(f"train@{name}", "train", STAGE_SECONDS + loop),
                 StageTime(f"measure@{name}", "measure", STAGE_SECONDS + evaluate / 2 / rate),
                 StageTime(f"interpret@{name}", "interpret", STAGE_SECONDS + evaluate / 2 / rate)]
     for name, cfg in params.saes.items():
