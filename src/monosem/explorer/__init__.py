@@ -9,7 +9,7 @@ base64, which the page inflates with the browser's DecompressionStream. A matrix
 bits with one scale (`encode`): a model's single-feature activations and an SAE's cosines in 8 bits (1/127 of
 the matrix's largest value: what a heatmap's colours and its hover show), weights in 16. A neuron's output
 weights are its 16 largest by magnitude (`TOP_OUTPUTS`; the rest's norm follows from ‖w_out‖ in its table row).
-So the site grows with what a page shows, not with the bytes of every weight: a default run's is ~20 MB.
+So the site grows with what a page shows, not with the bytes of every weight (docs/explorer.md: its size).
 
 This module builds the pages' data from tensors and tables the caller has read, and writes the site; where the
 pipeline keeps those files is the report stage's business.
