@@ -65,8 +65,9 @@ CASES = {
 def test_the_training_step_creates_nothing_off_its_device_and_never_reads_it_back(case):
     world, model, train = CASES[case]
     module = module_for(world, model, **train)
-    if getattr(module.optimizer, "fused", False):  # LAMB's numba pass runs on the CPU only (its .numpy() views are
-        module.optimizer.fused = False             # host reads by design): audit the torch ops a GPU runs
+    # LAMB's and the sampler's numba passes run on the CPU only (their .numpy() views are host reads by design):
+    # audit the torch ops a GPU runs
+    module.optimizer.fused = module.stream.fused = False
     with DeviceAudit() as audit:
         for step in range(12):  # includes curve points (steps 1, 2, 4, 8) and tracked batches
             module._step(step, None)

@@ -51,7 +51,7 @@ class FeatureStream:
         if self.fused:
             from monosem.training import sample_kernel  # numba: imported when a study first trains on the CPU
             self.kernel = sample_kernel.signed_masked_ratio if self.signed else sample_kernel.masked_ratio
-            self.f = torch.empty((len(self.probs), len(self.seeds), self.batch_size, self.world.cfg.n_features))
+            self.f = torch.empty((len(self.probs), len(self.seeds), self.batch_size, self.world.cfg.n_features), device=device)
             self.probs = self.probs.float().contiguous()
 
     def next(self) -> Tensor:
