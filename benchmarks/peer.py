@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import matmul_flops, matmuls_alone, timed_fit  # noqa: E402
+from train_throughput import matmuls_alone, timed_fit  # noqa: E402
 
 from monosem.analysis.metrics import measure  # noqa: E402
 from monosem.config import Study, World  # noqa: E402
 from monosem.params import load_params  # noqa: E402
 from monosem.toy.models import ToyModels  # noqa: E402
+from monosem.training.timing import matmul_rate  # noqa: E402
 from monosem.worlds import derive_seed, generate_world  # noqa: E402
 
 
@@ -117,7 +118,7 @@ def main() -> None:
         alone = statistics.median(matmuls_alone(len(insts), i0.train.batch_size, world.cfg.d_embed, i0.model.neurons,
                                                 world.d_out, 50) for _ in range(3))
         rows.append((name, world.cfg, insts, steps, batched_s, plain_s, b, p, alone * steps))
-    peak = matmul_flops()
+    peak = matmul_rate(repeats=20)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024²: {peak / 1e9:.0f} GFLOP/s "
           f"in this run\n")
     print("| shape | models | steps | batched s/model | plain s/model | speed-up | ceiling (matmuls only) | "

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import matmul_flops  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from monosem.training.timing import matmul_rate  # noqa: E402
 
 
 def loop_seconds(root: Path) -> dict[str, float]:
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--wall", type=float, help="skip the run: the wall seconds of one already done")
     args = ap.parse_args()
     root = Path.cwd()
-    before = matmul_flops() / 1e9
+    before = matmul_rate(repeats=20) / 1e9
     print(f"matmul rate before: {before:.0f} GFLOP/s", flush=True)
     if args.wall is None:
         start = time.perf_counter()
@@ -48,7 +48,7 @@ def main() -> None:
         wall = time.perf_counter() - start
     else:
         wall = args.wall
-    after = matmul_flops() / 1e9
+    after = matmul_rate(repeats=20) / 1e9
     loops = loop_seconds(root)
     inside = sum(loops.values())
     print(f"matmul rate after: {after:.0f} GFLOP/s")

@@ -36,13 +36,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import Stopwatch, matmul_flops  # noqa: E402
+from train_throughput import Stopwatch  # noqa: E402
 
 from monosem.config import SaeTrain, World  # noqa: E402
 from monosem.params import load_params  # noqa: E402
 from monosem.toy.models import ToyModels  # noqa: E402
 from monosem.training.loop import fit  # noqa: E402
 from monosem.training.sae import Activations, SAEStudyModule, eval_features  # noqa: E402
+from monosem.training.timing import matmul_rate  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
 
 TOPK_KS = [4, 8, 12, 16, 20, 24, 28, 32]
@@ -126,7 +127,7 @@ def measure(cases: dict, repeats: int) -> tuple[dict[str, float], float]:
     times: dict[str, list[float]] = {name: [] for name in cases}
     peaks = []
     for _ in range(repeats):
-        peaks.append(matmul_flops())
+        peaks.append(matmul_rate(repeats=20))
         for name, run in cases.items():
             times[name].append(run())
     return {k: statistics.median(v) for k, v in times.items()}, statistics.median(peaks)

@@ -33,21 +33,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from monosem.config import Study, World  # noqa: E402
 from monosem.params import load_params  # noqa: E402
 from monosem.training.loop import fit  # noqa: E402
+from monosem.training.timing import matmul_rate  # noqa: E402
 from monosem.training.toy import ToyStudyModule  # noqa: E402
 from monosem.worlds import generate_world  # noqa: E402
-
-
-def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
-    """This machine's dense float32 matmul rate now (FLOP/s, median)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
 
 
 def shapes() -> dict[str, tuple[World, Study]]:
@@ -150,7 +138,7 @@ def main() -> None:
         lit = statistics.median(timed_fit(world, insts)[0] / 1024 for _ in range(3))
         bare = statistics.median(bare_steps(world, insts, 1016, start=8) for _ in range(3))  # the same 1024 steps
         lit_vs_bare = (lit, bare)
-    peak = matmul_flops()
+    peak = matmul_rate(repeats=20)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024² (peak): "
           f"{peak / 1e9:.0f} GFLOP/s in this run; medians of {args.repeats}\n")

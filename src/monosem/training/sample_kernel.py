@@ -15,6 +15,12 @@ from numba import njit, prange
 import monosem.jit  # noqa: F401  (numba's settings: threading layer, cache outside src/)
 
 
+@njit(cache=True, boundscheck=False, error_model="numpy", inline="always")
+def _value(x, q):
+    """One feature: u / p where the uniform u falls below its probability p, else 0."""
+    return x / q if x < q else np.float32(0.0)
+
+
 @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
 def masked_ratio(u, p, out):
     """out[d, s, b, n] = u[s, b, n] / p[d, n] where u < p, else 0 (float32, C-contiguous)."""
@@ -23,8 +29,7 @@ def masked_ratio(u, p, out):
         d, s = t // S, t % S
         for b in range(B):
             for n in range(N):
-                x, q = u[s, b, n], p[d, n]
-                out[d, s, b, n] = x / q if x < q else np.float32(0.0)
+                out[d, s, b, n] = _value(u[s, b, n], p[d, n])
 
 
 @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
@@ -36,7 +41,4 @@ def signed_masked_ratio(u, p, out):
         for b in range(B):
             for n in range(N):
                 q = p[d, n] / np.float32(2.0)
-                x, y = u[s, 0, b, n], u[s, 1, b, n]
-                v1 = x / q if x < q else np.float32(0.0)
-                v2 = y / q if y < q else np.float32(0.0)
-                out[d, s, b, n] = v1 - v2
+                out[d, s, b, n] = _value(u[s, 0, b, n], q) - _value(u[s, 1, b, n], q)

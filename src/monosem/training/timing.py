@@ -47,7 +47,7 @@ def matmul_rate(device: str = "cpu", repeats: int = 9) -> float:
     n = 1024 if device == "cpu" else 8192
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(2):
+    for _ in range(3):
         a @ b
     sync()
     times = []
@@ -77,8 +77,9 @@ def stage_times(params: Params, rate: float, train_rate: float | None = None) ->
     for name, s in params.studies.items():
         d_in, d_out, n = _shape(params, name)
         train = evaluate = 0.0
-        modules = {inst.group_key: inst.train.steps for inst in s.instances()}
-        for inst in s.instances():
+        instances = s.instances()
+        modules = {inst.group_key: inst.train.steps for inst in instances}
+        for inst in instances:
             k, b, steps = inst.model.neurons, inst.train.batch_size, inst.train.steps
             train += steps * 6 * b * (d_in * k + k * d_out)
             evaluate += EVAL_PASSES * 2 * params.worlds[s.world].n_eval * k * (d_in + d_out + n)
