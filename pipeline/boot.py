@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+STARTED = time.perf_counter()  # the stage's clock: boot is its first import
 WORKER: subprocess.Popen | None = None  # taken by common.open_tracker
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_SECONDS = 0.5
@@ -32,9 +33,14 @@ def begin(logs: bool) -> None:
         sys.path.insert(0, str(SRC))
     end_with_dvc()
     if logs and WORKER is None:
-        log = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve() / ".monosem" / "tracking.log"
+        log = root() / ".monosem" / "tracking.log"
         WORKER = subprocess.Popen([sys.executable, str(SRC / "monosem" / "store" / "tracking_worker.py"), str(log)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def root() -> Path:
+    """The repo root: $DVC_ROOT under DVC (whose queued experiments run in a temporary copy), else here."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def end_with_dvc() -> None:

@@ -5,9 +5,13 @@ the path, the MLflow worker started)."""
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import shutil
 import signal
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -64,6 +68,12 @@ def study_params(name: str, section: str = "studies") -> tuple[Params, str]:
     check_memory(params, [f"{Path(sys.argv[0]).stem}@{name}"])
     torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
     return params, name
+
+
+def compute_device(rt) -> torch.device:
+    """Where measure, interpret and the SAE stages compute: the GPU when `runtime.accelerator` asks for one and
+    there is one (as training does), else the CPU."""
+    return torch.device("cuda" if rt.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def check_memory(params: Params, stages: list[str]) -> None:
@@ -129,6 +139,7 @@ def run(main: Callable[..., None]) -> None:
         main(*sys.argv[1:])
         for tracker in _TRACKERS:  # logging the stage did not wait for: done, or its error reported
             tracker.flush()
+        record_cost()
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -140,6 +151,24 @@ def run(main: Callable[..., None]) -> None:
             raise
         print(f"error: {full_disk(err)}", file=sys.stderr)
         sys.exit(1)
+
+
+COSTS = Path(".monosem") / "stages.jsonl"  # under the repo root (boot.root)
+
+
+def record_cost() -> None:
+    """Append the finished stage's cost to .monosem/stages.jsonl: its wall seconds from its first import, the
+    peak resident memory of its process (not its MLflow worker's) and, where it used one, the GPU memory it
+    allocated at most. `benchmarks/stage_costs.py` sums them per stage kind against the projections."""
+    stage = os.environ.get("DVC_STAGE") or "@".join([Path(sys.argv[0]).stem] + [a for a in sys.argv[1:2] if a[:1] != "-"])
+    entry = {"stage": stage, "seconds": round(time.perf_counter() - boot.STARTED, 3),
+             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
+             "peak_device": torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = boot.root() / COSTS
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as f:  # one short write in append mode: lines of concurrent stages do not interleave
+        f.write(json.dumps(entry) + "\n")
 
 
 def full_disk(err: OSError) -> ArtifactError:

@@ -16,6 +16,7 @@ from monosem.toy.families import family
 from monosem.toy.models import ACTIVATIONS
 
 from common import (
+    compute_device,
     instance_world,
     load_manifest,
     load_states,
@@ -47,7 +48,8 @@ def main(name: str) -> None:
         figures = interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
         analysed = "tied models"
     else:
-        sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out)
+        sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out,
+                              compute_device(params.runtime))
         figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
         analysed = "models analysed"
     write_json(out / "figures.json", figures)  # the order the report shows them in
@@ -56,9 +58,10 @@ def main(name: str) -> None:
     print(f"interpret@{name}: {len(instances)} {analysed}, figures {', '.join(figures)} in {out}")
 
 
-def analyse_models(name, study, instances, manifest, states, world, tracker, out) -> list:
-    """Every model's neuron table and summary (interpret.analyse), logged to its run; the per-model figures
-    for one of them. Returns each model's single-feature activations (None where it diverged)."""
+def analyse_models(name, study, instances, manifest, states, world, tracker, out, dev) -> list:
+    """Every model's neuron table and summary (interpret.analyse, on the device `dev`), logged to its run; the
+    per-model figures for one of them. Returns each model's single-feature activations (None where it
+    diverged)."""
     n = world.cfg.n_features
     sfas = []
     eval_x = {}  # per feature density (a study may sweep data.eps) and, with embedders per seed, per seed
@@ -76,12 +79,14 @@ def analyse_models(name, study, instances, manifest, states, world, tracker, out
             summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
             sfas.append(None)
             continue
-        seen = instance_world(world.with_eps(inst.data.eps), state)  # its density's eval set, its own P
+        seen = instance_world(world.with_eps(inst.data.eps), state).to(dev)  # its density's eval set, its own P
         key = (inst.data.eps, inst.seed if "P" in state else None)
         if key not in eval_x:
             eval_x[key] = seen.inputs(seen.eval_f)
-        res = analyse(state["W1"], state["b1"], state["W2"], seen.P, ACTIVATIONS[inst.model.activation],
+        res = analyse(*(state[w].to(dev) for w in ("W1", "b1", "W2")), seen.P, ACTIVATIONS[inst.model.activation],
                       world.cfg.task, eval_x[key], seen.Q)
+        res |= {k: res[k].cpu() for k in ("sfa", "amplitudes", "sv_full", "sv_poly", "r2")}
+        res["decomposition"] = {k: v.cpu() for k, v in res["decomposition"].items()}
         sfa = res["sfa"]
         sfas.append(sfa)
         summaries[inst.label] = res["summary"]

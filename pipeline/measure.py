@@ -11,6 +11,7 @@ from monosem.store.artifacts import load_world, write_csv, write_json
 from monosem.toy.families import family, models_from_states
 
 from common import (
+    compute_device,
     groups,
     instance_world,
     load_manifest,
@@ -54,15 +55,16 @@ def main(name: str) -> None:
     tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this measures
     manifest, instances = load_manifest(name)
     base_world = load_world(world_dir(manifest["world"]))
-    states = load_states(name, manifest, base_world)
+    dev = compute_device(params.runtime)  # the held-out set and the models go there; the results come back
+    states = [{k: v.to(dev) for k, v in s.items()} for s in load_states(name, manifest, base_world)]
 
     rows, features = [None] * len(instances), {}
     fam = family(instances[0].model.kind)
     for members in groups(instances, by_data=base_world):  # each density has its own eval set, each P its inputs
-        world = instance_world(base_world.with_eps(instances[members[0]].data.eps), states[members[0]])
+        world = instance_world(base_world.with_eps(instances[members[0]].data.eps), states[members[0]]).to(dev)
         eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
         cfg = instances[members[0]].model
-        model = models_from_states([states[i] for i in members], cfg)
+        model = models_from_states([states[i] for i in members], cfg).to(dev)
         values, per_feature = fam.measure(model, world, eval_x, eval_target, states, members, instances, cfg)
         if per_feature is not None:
             for j, i in enumerate(members):

@@ -25,7 +25,17 @@ from monosem.training.loop import CurveSink, fit
 from monosem.training.sae import SAE_CURVES, Activations, SAEStudyModule, eval_features
 from monosem.worlds import WorldData
 
-from common import instance_world, load_manifest, load_states, open_tracker, run, sae_dirs, study_params, world_dir
+from common import (
+    compute_device,
+    instance_world,
+    load_manifest,
+    load_states,
+    open_tracker,
+    run,
+    sae_dirs,
+    study_params,
+    world_dir,
+)
 
 
 def knob_name(arch: str) -> str:
@@ -107,9 +117,11 @@ def train_architecture(s: Setup, arch: str, knobs: list[float], tracker, ids: di
             tracker.log_curve_rows(ids[lb], steps, [{k: float(r[k][j]) for k in SAE_CURVES} for r in crows])
 
     fit(module, s.params.runtime.accelerator, [CurveSink(sink, s.params.tracking.flush_seconds)])
+    dev = compute_device(s.params.runtime)  # measured where it trained; exported from the CPU
+    measured = measure_saes(module.to(dev).sae, source.to(dev), s.eval_f.to(dev))
     module = module.cpu()
     source.to("cpu")
-    for j, (lb, (knob, seed), metrics) in enumerate(zip(labels, module.points, measure_saes(module.sae, source, s.eval_f))):
+    for j, (lb, (knob, seed), metrics) in enumerate(zip(labels, module.points, measured)):
         rows.append({"sae": lb, "architecture": arch, "knob": knob, "seed": seed} | metrics)
         tensors, scfg = saelens_export(module.sae, j, source.scale, {
             "hook_name": f"{cfg.study}/{cfg.instance}/{cfg.layer}", "monosem_sae": s.name, "monosem_label": lb,

@@ -1,6 +1,7 @@
 """The training step is device-agnostic: on the CPU, nothing it creates could land on another device than the
 module's, and it never reads a value back from the device; on a GPU (skipped without CUDA), it trains the same
-models as the CPU from the same batches."""
+models as the CPU from the same batches. Measuring, interpreting and measuring SAEs create nothing off their
+inputs' device either (they read their results back by design)."""
 
 import sys
 from pathlib import Path
@@ -24,14 +25,15 @@ class DeviceAudit(TorchFunctionMode):
     """Records, from monosem's own code, tensor factories called without a device (they would create CPU
     tensors on a GPU run) and reads of device values by the host (each one a synchronisation)."""
 
-    def __init__(self):
+    def __init__(self, reads: bool = True):
         super().__init__()
         self.found: list[str] = []
+        self.reads = reads  # False: factories only
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         factory = func in FACTORIES and kwargs.get("device") is None and kwargs.get("out") is None
-        if factory or func in HOST_READS:
+        if factory or (self.reads and func in HOST_READS):
             frame = sys._getframe(1)
             while frame and not frame.f_code.co_filename.startswith(SRC):
                 frame = frame.f_back
@@ -90,6 +92,49 @@ def test_the_audit_catches_a_factory_without_a_device_and_a_host_read():
     with DeviceAudit() as audit:
         exec(compile("import torch; torch.zeros(2)", f"{SRC}/fake.py", "exec"))
     assert audit.found and audit.found[0].startswith("zeros at fake.py")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_measuring_and_interpreting_create_nothing_off_the_models_device(case):
+    from monosem.analysis.interpret import analyse
+    from monosem.toy.families import family, models_from_states
+    from monosem.toy.models import ACTIVATIONS
+
+    world_cfg, model, train = CASES[case]
+    module = module_for(world_cfg, model, **train)
+    for step in range(12):
+        module._step(step, None)
+    var = module.act_m2 / (module.act_count - 1).clamp(min=1)
+    states = [module.model.instance_state(j) | {"act_mean": module.act_mean[j].float(), "act_var": var[j].float()}
+              for j in range(2)]
+    world, cfg = generate_world(world_cfg), module.instances[0].model
+    eval_x, eval_target = world.inputs(world.eval_f), world.targets(world.eval_f)
+    models = models_from_states(states, cfg)
+    with DeviceAudit(reads=False) as audit:  # what pipeline/measure.py and interpret.py run on the GPU
+        values, _ = family(cfg.kind).measure(models, world, eval_x, eval_target, states, [0, 1], module.instances, cfg)
+        if not family(cfg.kind).tied:
+            analyse(states[0]["W1"], states[0]["b1"], states[0]["W2"], world.P, ACTIVATIONS[cfg.activation],
+                    world_cfg.task, eval_x, world.Q)
+    assert audit.found == [] and values["loss"].shape == (2,)
+
+
+@pytest.mark.parametrize("arch", ["relu", "gated", "topk", "batchtopk", "jumprelu"])
+def test_measuring_saes_creates_nothing_off_their_device_but_the_cpu_matching(arch):
+    from monosem.analysis.sae_eval import measure_saes
+    from monosem.config import SaeTrain
+    from monosem.toy.models import ToyModels
+    from monosem.training.sae import Activations, SAEStudyModule, eval_features
+
+    world = generate_world(World(n_features=8, d_embed=4, eps=0.25, n_eval=256, seed=0))
+    toy = ToyModels(1, 4, 16, 8)
+    toy.init_instance(0, 0, -0.1)
+    src = Activations(world, toy.requires_grad_(False), "hidden", eval_features(world, world.probs, 256))
+    train = SaeTrain(steps=4, batch_size=32, lr=3e-3, lr_warmup_steps=1, sparsity_warmup_steps=1, log_points=2)
+    module = SAEStudyModule(src, world.probs, arch, [2 if "topk" in arch else 0.1], [0], 12, train)
+    with DeviceAudit(reads=False) as audit:
+        rows = measure_saes(module.sae, src, world.eval_f)
+    assert [f for f in audit.found if "at sae_metrics.py" not in f] == []  # its matching gets CPU copies
+    assert 0 <= rows[0]["mcc"] <= 1
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import re
+import sys
+from pathlib import Path
 
 import plots_page
 import pytest
@@ -70,6 +72,23 @@ def test_repro_produces_every_output(repo):
     assert "peak #mono/#features in training |" in report and " @ 2^" in report
     shown = sh("dvc metrics show --json", repo).stdout
     assert "mono_per_feature" in shown
+
+
+def test_every_stage_records_its_seconds_and_peak_memory_and_the_benchmark_sums_them_per_kind(repo):
+    repo, out = repo
+    lines = [json.loads(line) for line in (repo / ".monosem/stages.jsonl").read_text().splitlines()]
+    assert {e["stage"] for e in lines} == ran(out)  # DVC's names; one line each
+    assert all(0 < e["seconds"] < 600 and 1e8 < e["peak_rss"] < 8e9 and e["peak_device"] is None for e in lines)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stage_costs import costs, markdown, table
+
+    from monosem.params import load_params
+    rows = table(load_params(repo / "params.yaml"), costs(repo), 100e9)
+    assert [r["kind"] for r in rows] == ["generate", "train", "measure", "interpret", "sae", "report"]
+    assert sum(r["stages"] for r in rows) == len(lines) and all(r["stages"] == r["of"] for r in rows)
+    assert all(0.2 < r["ratio"][0] <= r["ratio"][1] < 5 for r in rows if r["kind"] != "report")
+    assert markdown(rows).splitlines()[-1].startswith(f"| all | {len(lines)} |")
+    assert costs(repo, since="9999") == {}
 
 
 def test_each_seed_has_its_own_embedder_and_measure_and_interpret_use_it(repo):

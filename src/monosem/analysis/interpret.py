@@ -18,7 +18,7 @@ def neuron_order(sfa: Tensor) -> Tensor:
 def feature_order(sfa: Tensor, order: Tensor) -> Tensor:
     """Features sorted by the position (in `order`) of the neuron they drive most: the diagonal heatmap."""
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
+    rank[order] = torch.arange(len(order), device=order.device)
     return torch.argsort(rank[sfa.argmax(0)], stable=True)
 
 
@@ -59,9 +59,9 @@ AMPLITUDES = (0.25, 0.5, 1.0)
 DECOMPOSITION = ("full", "mono", "poly", "bias>0", "bias<=0")
 
 
-def unit_targets(task: str, n_features: int, Q: Tensor | None) -> Tensor:
+def unit_targets(task: str, n_features: int, Q: Tensor | None, device=None) -> Tensor:
     """t_i, the unit output direction that feature i should produce: e_i, or Q e_i for the re-projector."""
-    return Q if task == "reprojector" else torch.eye(n_features)  # (out, N)
+    return Q if task == "reprojector" else torch.eye(n_features, device=device)  # (out, N)
 
 
 def sensitivity(A: Tensor, b: Tensor, act) -> dict[str, int]:
@@ -78,7 +78,7 @@ def multi_feature(A: Tensor, b: Tensor, act, top: Tensor) -> Tensor:
     The authors' `many_feature_activations` switches extra features on; here the extra feature is each
     other feature in turn. Returns (k, N) with NaN at j = top.
     """
-    k = torch.arange(A.shape[0])
+    k = torch.arange(A.shape[0], device=A.device)
     out = act(A[k, top][:, None] + A + b[:, None])
     out[k, top] = float("nan")
     return out
@@ -116,7 +116,7 @@ def reduced_rank_r2(Y: Tensor, X: Tensor, max_rank: int) -> Tensor:
     Y, X = Y.double(), X.double()
     total = (Y - Y.mean(0)).pow(2).sum()
     if total <= 0:
-        return torch.ones(max_rank + 1, dtype=torch.float64)
+        return torch.ones(max_rank + 1, dtype=torch.float64, device=Y.device)
     Xc = X - X.mean(0)
     B = linear_fit(Y, X)[0]
     # The residual of the full fit is orthogonal to the fitted values Xc B, so truncating the fit to its top r
@@ -124,7 +124,7 @@ def reduced_rank_r2(Y: Tensor, X: Tensor, max_rank: int) -> Tensor:
     # Xc^T Xc = L L^T those are the singular values of L^T B: a (d_in × d_out) problem, not (samples × d_out).
     L = torch.linalg.cholesky(Xc.T @ Xc)
     s2 = torch.linalg.svdvals(L.T @ B).pow(2)
-    r2 = torch.zeros(max_rank + 1, dtype=torch.float64)
+    r2 = torch.zeros(max_rank + 1, dtype=torch.float64, device=Y.device)
     r2[1:] = (s2.cumsum(0) / total)[:max_rank] if len(s2) >= max_rank else torch.cat(
         [s2.cumsum(0), s2.sum().repeat(max_rank - len(s2))]) / total
     return r2
@@ -140,8 +140,8 @@ def abs_pairs(A: Tensor, b: Tensor, act, threshold: float = 0.999) -> dict[str, 
     sfa = torch.cat([act(A + b[:, None]), act(-A + b[:, None])], dim=1)  # (k, 2N)
     mono = frac_mono(sfa) > threshold
     best = sfa.argmax(1)[mono]
-    pos = torch.zeros(n, dtype=torch.bool)
-    neg = torch.zeros(n, dtype=torch.bool)
+    pos = torch.zeros(n, dtype=torch.bool, device=A.device)
+    neg = torch.zeros(n, dtype=torch.bool, device=A.device)
     pos[best[best < n]] = True
     neg[best[best >= n] - n] = True
     return {"abs_features_pair": int((pos & neg).sum()), "abs_features_one": int((pos ^ neg).sum()),
@@ -168,13 +168,13 @@ def analyse(W1: Tensor, b: Tensor, W2: Tensor, P: Tensor, act, task: str, eval_x
     # The polysemantic block: its outputs on the eval set and its linear path W2[:, poly] W1[poly] P.
     y_poly = h[:, poly] @ W2f[:, poly].T
     y_full = h @ W2f.T
-    r2 = reduced_rank_r2(y_poly, eval_x, m) if poly.any() else torch.full((m + 1,), float("nan"))
+    r2 = reduced_rank_r2(y_poly, eval_x, m) if poly.any() else torch.full((m + 1,), float("nan"), device=W1.device)
     L_full = W2 @ A
     L_poly = W2[:, poly] @ A[poly]
     sv_full = torch.linalg.svdvals(L_full)
-    sv_poly = torch.linalg.svdvals(L_poly) if poly.any() else torch.zeros(0)
+    sv_poly = torch.linalg.svdvals(L_poly) if poly.any() else torch.zeros(0, device=W1.device)
     energy = sv_poly.pow(2).cumsum(0) / sv_poly.pow(2).sum() if poly.any() and sv_poly.sum() > 0 else None
-    targets = unit_targets(task, n, None if Q is None else Q).double()
+    targets = unit_targets(task, n, None if Q is None else Q, W1.device).double()
     # Cosine between the linear path and the target map, relative to the best a rank-m map can do.
     identity_fit = lambda L: float((L * targets).sum() / (L.norm() * targets.norm() + 1e-12)  # noqa: E731
                                    / min(1.0, (m / n) ** 0.5))
@@ -193,8 +193,8 @@ def analyse(W1: Tensor, b: Tensor, W2: Tensor, P: Tensor, act, task: str, eval_x
 
     thresholds = -b[mono] / A[mono, top[mono]].clamp(min=1e-12)  # amplitude at which a mono neuron turns on
 
-    masks = {"full": torch.ones(k, dtype=torch.bool), "mono": mono, "poly": poly, "bias>0": b > 0, "bias<=0": b <= 0}
-    amplitudes = torch.linspace(0, 1, n_amplitudes, dtype=torch.float64)
+    masks = {"full": torch.ones(k, dtype=torch.bool, device=W1.device), "mono": mono, "poly": poly, "bias>0": b > 0, "bias<=0": b <= 0}
+    amplitudes = torch.linspace(0, 1, n_amplitudes, dtype=torch.float64, device=W1.device)
     summary = {
         "n_neurons": k, "n_features": n, "d_embed": m,
         "n_dead": int(dead.sum()), "n_mono": int(mono.sum()), "n_poly": int(poly.sum()),

@@ -88,7 +88,7 @@ def noise_activation_change(model, probes: Tensor, eval_x: Tensor, sigma: Tensor
     """
     cls = neuron_classes(single_feature_activations(model, probes))  # (inst, k)
     x = eval_x.expand(model.n_inst, *eval_x.shape)
-    z = torch.randn(eval_x.shape, generator=gen, device=eval_x.device)
+    z = torch.randn(eval_x.shape, generator=gen, device=gen.device).to(eval_x.device)  # one draw on every device
     h, h_noisy = model.hidden(x), model.hidden(x + sigma[:, None, None] * z)
     out = {}
     for name, c in (("mono", 1), ("poly", 2)):

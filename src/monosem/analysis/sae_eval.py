@@ -85,7 +85,8 @@ def splice_losses(model, layer: str, world, f: Tensor, x_hat: Tensor) -> dict[st
 
 @torch.no_grad()
 def measure_saes(sae, source, f: Tensor) -> list[dict[str, float]]:
-    """Every metric of each SAE in a trained batched module, on held-out features f (B, N)."""
+    """Every metric of each SAE in a trained batched module, on held-out features f (B, N), on their device;
+    the matching to the true features (an assignment problem: scipy) on the CPU."""
     sae.eval()
     x = source(f)  # scaled activations (B, n)
     lat = sae.encode(x.expand(sae.W_dec.shape[0], *x.shape))  # (S, B, m)
@@ -96,7 +97,7 @@ def measure_saes(sae, source, f: Tensor) -> list[dict[str, float]]:
     rows = []
     for i in range(lat.shape[0]):
         row = reconstruction_metrics(x, x_hat[i], lat[i])
-        row |= ground_truth_metrics(sae.W_dec[i].detach(), G, lat[i] / source.scale, c)
+        row |= ground_truth_metrics(*(t.cpu() for t in (sae.W_dec[i].detach(), G, lat[i] / source.scale, c)))
         row |= {k: float(v[i]) for k, v in splice.items()}
         rows.append(row)
     return rows

@@ -63,8 +63,8 @@ def measure_tied(model, eval_x: Tensor, importance: Tensor | None, chunk: int = 
     one kind whose hidden units are neurons (a privileged basis)."""
 
     n_inst = model.n_inst
-    loss = torch.zeros(n_inst, dtype=torch.float64)
-    err = torch.zeros(n_inst, dtype=torch.float64)
+    loss = torch.zeros(n_inst, dtype=torch.float64, device=eval_x.device)
+    err = torch.zeros(n_inst, dtype=torch.float64, device=eval_x.device)
     for start in range(0, len(eval_x), chunk):
         x = eval_x[start:start + chunk]
         _, y = model(x.expand(n_inst, *x.shape))

@@ -129,9 +129,10 @@ class Decoder(Family):
                           for j, i in enumerate(members)])  # one instance at a time: bounded memory
         fm = frac_mono(single_feature_activations(model, world.probes))
         values["mono_scale_mean"] = ms.mean(-1)
-        values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))])
+        values["mono_scale_vs_frac_mono_spearman"] = torch.tensor([spearman(ms[j], fm[j]) for j in range(len(members))],
+                                                                   device=eval_x.device)
         # Eval-time noise at each model's own training σ; the same draw for every model of the study.
-        sigma = torch.tensor([instances[i].train.noise_std for i in members])
+        sigma = torch.tensor([instances[i].train.noise_std for i in members], device=eval_x.device)
         values |= noise_activation_change(model, world.probes, eval_x, sigma, generator(world.cfg.seed, "eval-noise"))
         return values, None
 
@@ -214,7 +215,7 @@ class Power(Tied):
 
         values, per_feature = super().measure(model, world, eval_x, eval_target, states, members, instances, cfg)
         refs = gain_references(world.cfg.eps, world.cfg.n_features, cfg.neurons, cfg.power, world.cfg.values)
-        return values | {f"gain_{k}": torch.full((len(members),), v) for k, v in refs.items()}, per_feature
+        return values | {f"gain_{k}": torch.full((len(members),), v, device=eval_x.device) for k, v in refs.items()}, per_feature
 
     def row_extras(self, world, cfg) -> dict:
         return super().row_extras(world, cfg) | {"power": cfg.power}
