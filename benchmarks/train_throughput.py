@@ -7,8 +7,9 @@ Per shape: the median over interleaved repeats of (a) one whole training step of
 embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping and curve points at a real
 run's cadence: steps 1024 on of a run of the study's length), driven by a bare loop, and (b) its five matmuls alone, at the same instance layout and sizes: forward of both layers and the
 backward's three (∂W2 = gᵀh, ∂h = g·W2, ∂W1 = ∂preᵀx). The ratio (a)/(b) is what the step costs beyond its
-arithmetic; the step is timed with LAMB's fused CPU pass (the default) and with torch's ops (what a GPU runs,
-and the CPU ran before the fused pass). GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
+arithmetic; the step is timed with the fused CPU passes (the default: LAMB in one numba pass per block, the
+sampler's uniforms to features in one) and with torch's ops for both (what a GPU runs, and the CPU ran before
+the fused passes). GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
   default  the default profile's LR1 study (params.yaml): its instances, N, m, k, B
   regime   N 128, m 32, k 256, B 1024, 3 seeds (the scale of the bias trick's regime, issue 16)
   paper    N 512, m 64, k 1024, B 8192, 2 instances (the paper's shape; a few steps on the CPU)
@@ -75,12 +76,13 @@ def bare_steps(world, instances, steps: int, start: int = 1024, fused: bool = Tr
     """Seconds per step of the module's own step driven by a bare for-loop (no Lightning): steps start ..
     start + steps − 1 of a run as long as the instances' own (so its curve points come at a real run's cadence,
     about one step in 40 at the default, and the bias decay of the first half is on), after 8 warm-up steps.
-    `fused`: LAMB as one numba pass per block (the CPU default), else torch's ops (what a GPU runs)."""
+    `fused`: LAMB and the sampler as numba passes (the CPU default), else torch's ops (what a GPU runs)."""
     total = max(max(i.train.steps for i in instances), start + steps)
     module = ToyStudyModule(world, with_steps(instances, total))
     module.configure_optimizers()
     module.optimizer.fused = module.optimizer.fused and fused
     module.on_train_start()
+    module.stream.fused = module.stream.fused and fused  # set by on_train_start (the stream's reset)
     for step in range(start - 8, start):  # warm-up: allocations, the first curve point's buffers
         module._step(step, None)
     t = time.perf_counter()
@@ -143,7 +145,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; dense matmul 1024² (peak): "
           f"{peak / 1e9:.0f} GFLOP/s in this run; medians of {args.repeats}\n")
     print("| shape | instances × (B, m, k, N) | step ms | matmuls alone ms | step / matmuls | GFLOP/s | vs peak | "
-          "step with torch's LAMB ms | its step / matmuls |")
+          "step with torch's ops ms | its step / matmuls |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (n, B, m, k, d, flops, step, unfused, alone) in table.items():
         print(f"| {name} | {n} × ({B}, {m}, {k}, {d}) | {step * 1e3:.2f} | {alone * 1e3:.2f} | {step / alone:.2f} | "
