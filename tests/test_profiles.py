@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import TINY, make_repo, sh
+from e2e import TINY, make_repo, ran, sh
 
 from monosem.analysis.stats import FAILS, HOLDS, UNSURE
 from monosem.claims import evaluate
@@ -146,3 +146,28 @@ def test_the_paper_smoke_profile_is_the_paper_profile_but_for_its_steps():
     for name, sae in paper.saes.items():
         assert smoke.saes[name] == sae.model_copy(update={"train": sae.train.model_copy(
             update={"steps": make.SMOKE_STEPS})}), name
+
+
+def test_a_paper_shaped_study_runs_every_stage_kind_to_the_report(tmp_path):
+    """The paper profile cut to one model and two SAE architectures at its own shapes (N 512, m 64, k 1024,
+    B 8192, 8192 held-out samples, 2048 SAE latents on the 1024-wide hidden layer), 2 steps each: every stage
+    kind runs through `dvc repro` to the report and the explorer, and records its cost."""
+    params = yaml.safe_load((ROOT / "profiles" / "paper-smoke.yaml").read_text())
+    lr1 = params["studies"]["LR1"] | {"seeds": [0], "sweep": {"train.lr": [0.003]}}
+    lr1["train"] = lr1["train"] | {"steps": 2}
+    sae = params["saes"]["SAE_HIDDEN"]
+    sae = sae | {"architectures": {"relu": sae["architectures"]["relu"][:1], "topk": sae["architectures"]["topk"][:1]},
+                 "seeds": [0], "train": sae["train"] | {"steps": 2}}
+    params |= {"worlds": {"uniform": params["worlds"]["uniform"]}, "studies": {"LR1": lr1},
+               "saes": {"SAE_HIDDEN": sae}}
+    parse_params(params)
+    repo = make_repo(tmp_path, params)
+    out = sh("dvc repro", repo)
+    log = out.stdout + out.stderr
+    assert ran(log) == {"generate@uniform", "train@LR1", "measure@LR1", "interpret@LR1", "sae@SAE_HIDDEN",
+                               "report"}
+    measured = json.loads((repo / "results/LR1/measured.json").read_text())
+    assert measured["n_features"] == 512 and len(measured["instances"]) == 1
+    costs = [json.loads(line) for line in (repo / ".monosem/stages.jsonl").read_text().splitlines()]
+    assert {c["stage"] for c in costs} == ran(log)
+    assert (repo / "reports/explorer/index.html").exists() and "## LR1" in (repo / "reports/report.md").read_text()
