@@ -11,6 +11,7 @@ an estimate a little high costs nothing unless the machine is already nearly ful
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from monosem.toy.families import family
 F32 = 4  # bytes
 # torch, Lightning and matplotlib imported, as a stage starts (measured: 0.3-0.4 GB resident).
 BASE = 0.3e9
+# A training stage of tiny models: Lightning's trainer running and numba's compiled CPU passes besides (measured:
+# 0.71-0.75 GB resident for the paper profile's TMS1 and TMS3 on 2026-12-07, `benchmarks/stage_costs.py`).
+TRAIN_BASE = 0.7e9
 
 
 @dataclass
@@ -49,13 +53,14 @@ class Estimate:
     stage: str
     held: list[Need]
     parts: list[list[Need]] = field(default_factory=lambda: [[]])
+    base: float = BASE
 
     def peak(self) -> list[Need]:
         return self.held + max(self.parts, key=lambda p: sum(n.bytes for n in p))
 
     def bytes(self) -> float:
         """All of it, in the host's memory (training on the CPU)."""
-        return BASE + sum(n.bytes for n in self.peak())
+        return self.base + sum(n.bytes for n in self.peak())
 
 
 def _key(name: str, study: Study, knob: str) -> str:
@@ -103,22 +108,28 @@ def study(params: Params, name: str) -> list[Estimate]:
         train.append([need("weights, gradients and optimiser state", 5, keys, device=True) for keys in w] + [
             # a batch's features, inputs, outputs and targets; the hidden layer before and after the activation,
             # their gradients and the deviations the running statistics use
-            need("a batch's features and outputs", 5, count | b | feats, device=True),
+            need("a batch's features", 3, count | b | feats, device=True),
+            need("a batch's outputs and targets", 2, count | b | outs, device=True),
             need("a batch's inputs", 2, count | b | dims, device=True),
             need("a batch's hidden layer", 4, count | b | k, device=True),
             need("the single-feature probes", 3, count | feats | k, device=True)])
-        probes = need("the single-feature probes", 2, count | feats | k)
+        if any(i.train.inhibit > 0 for i in members):  # the inhibition penalty's backward is autograd's, which
+            train[-1].append(need("the hidden layers autograd keeps", 4, count | b | k, device=True))  # keeps more
+        # measure takes the instances that see the same held-out set together: one density (and one embedder)
+        together = Counter((i.data.eps, i.seed if world.embedder == "per_seed" else None) for i in members)
+        mcount = {f"studies.{name}: instances of one shape and density (measured together)": max(together.values())}
+        probes = need("the single-feature probes", 2, mcount | feats | k)
         if tied:  # the held-out set in chunks of 4096 samples; the features' Gram matrices WᵀW
-            measure.append([need("outputs on a chunk of the held-out set", 3 * 4096, count | feats),
-                            need("the features' Gram matrices", 4 * world.n_features, count | feats),
+            measure.append([need("outputs on a chunk of the held-out set", 3 * 4096, mcount | feats),
+                            need("the features' Gram matrices", 4 * world.n_features, mcount | feats),
                             probes])
             interpret.append([need("the features' Gram matrices", 2 * world.n_features, count | feats)])
             if "neurons" in family(cfg.model.kind).figures:  # TMS' neuron figure: a bar per neuron and feature, ~11 KB each
                 points = {f"studies.{name}.sweep: points": len(members) // len(s.seeds)}
                 figures.append(need("the neuron figure's bars", 2 * 2750, points | k | feats))
         else:  # the hidden layer on the whole held-out set, clean and with input noise
-            measure.append([need("the hidden layer on the held-out set", 5, count | evals | k),
-                            need("noisy inputs on the held-out set", 2, count | evals | dims), probes])
+            measure.append([need("the hidden layer on the held-out set", 5, mcount | evals | k),
+                            need("noisy inputs on the held-out set", 2, mcount | evals | dims), probes])
             # one model at a time: its hidden layer and its (sub-networks') outputs on the held-out set
             interpret.append([need("one model's hidden layer on the held-out set", 6, evals | k),
                               need("one model's outputs on the held-out set", 6, evals | outs),
@@ -126,7 +137,7 @@ def study(params: Params, name: str) -> list[Estimate]:
                               need("one model's linear path and target map", 10 * world.n_features, outs)])
     held = [_loaded(s.world, world)]
     trained = lambda copies: [need("the trained weights", copies, keys) for keys in weights]  # noqa: E731
-    return [Estimate(f"train@{name}", held + trained(3), train),  # each instance's copy, and safetensors' bytes
+    return [Estimate(f"train@{name}", held + trained(3), train, TRAIN_BASE),  # each instance's copy, and safetensors' bytes
             Estimate(f"measure@{name}", held + trained(2), measure),  # loaded, and stacked per group
             Estimate(f"interpret@{name}", held + trained(2) + figures, interpret)]
 
@@ -185,7 +196,7 @@ def refusal(est: Estimate, host: float, device: float | None = None, processes: 
     machine's available bytes; `device`: the accelerator's free bytes when training on one (None: on the
     CPU, where each of `processes` data-parallel processes holds its own copy of what training needs)."""
     peak = est.peak()
-    sides = {"this machine": (host, [n for n in peak if device is None or not n.device], BASE)}
+    sides = {"this machine": (host, [n for n in peak if device is None or not n.device], est.base)}
     if device is not None:
         sides["the accelerator"] = (device, [n for n in peak if n.device], 0)
     for where, (have, needs, base) in sides.items():
@@ -198,4 +209,4 @@ def refusal(est: Estimate, host: float, device: float | None = None, processes: 
     return None
 
 
-__all__ = ["BASE", "Estimate", "Need", "available_host", "estimates", "generate", "refusal", "sae", "study"]
+__all__ = ["BASE", "TRAIN_BASE", "Estimate", "Need", "available_host", "estimates", "generate", "refusal", "sae", "study"]
