@@ -220,6 +220,10 @@ def test_feature_dimensionalities_cluster_only_when_they_sit_on_the_fractions():
     spread = torch.linspace(0.3, 1.0, 60).tolist()
     assert feature_dims_cluster({"TMS2": _cluster_study(on)})["holds"] is True
     assert feature_dims_cluster({"TMS2": _cluster_study(spread)})["holds"] is False
+    # every D_i between the fractions' windows (as 16 training steps leave them): nothing at a fraction, no
+    # null to compare with (the paper-smoke profile's report divided by it)
+    between = feature_dims_cluster({"TMS2": _cluster_study(torch.linspace(0.11, 0.3, 40).tolist())})
+    assert between["holds"] is False and between["effect"] is None and between["evidence"].startswith("0/40 ")
 
 
 def _bounds_study(gain) -> dict:

@@ -93,8 +93,9 @@ def feature_dims_cluster(studies: Studies) -> dict:
     near = {name: sum(abs(d - v) <= GEOMETRY_TOL for d in dims) for name, v in GEOMETRIC_FRACTIONS.items()}
     k = sum(any(abs(d - v) <= GEOMETRY_TOL for v in GEOMETRIC_FRACTIONS.values()) for d in dims)
     share = k / len(dims)
-    p = float(stats.binomtest(k, len(dims), null, alternative="greater").pvalue) if null < 1 else 1.0
-    return result | {"holds": bool(share >= 2 * null and p < 0.01), "effect": share / null,
+    # null 0: the D_i's range meets no fraction's window, so none lies at one (k = 0): does not hold, no ratio
+    p = float(stats.binomtest(k, len(dims), null, alternative="greater").pvalue) if 0 < null < 1 else 1.0
+    return result | {"holds": bool(share >= 2 * null and p < 0.01), "effect": share / null if null else None,
                      "evidence": f"{k}/{len(dims)} features at a fraction ({share:.3f}) vs null {null:.3f} "
                                  f"(D_i in [{lo:.3f}, {hi:.3f}]), binomial p = {p:.2g}; per fraction "
                                  + ", ".join(f"{n}: {c}" for n, c in near.items())}
