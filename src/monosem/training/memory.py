@@ -122,7 +122,8 @@ def study(params: Params, name: str) -> list[Estimate]:
         if tied:  # the held-out set in chunks of 4096 samples; the features' Gram matrices WᵀW
             measure.append([need("outputs on a chunk of the held-out set", 3 * 4096, mcount | feats),
                             need("the features' Gram matrices", 4 * world.n_features, mcount | feats),
-                            probes])
+                            # another density's held-out set, drawn afresh, and its float64 copy (the energy)
+                            need("one density's held-out set", 3, evals | feats), probes])
             interpret.append([need("the features' Gram matrices", 2 * world.n_features, count | feats)])
             if "neurons" in family(cfg.model.kind).figures:  # TMS' neuron figure: a bar per neuron and feature, ~11 KB each
                 points = {f"studies.{name}.sweep: points": len(members) // len(s.seeds)}
