@@ -80,7 +80,7 @@ def check_memory(params: Params, stages: list[str]) -> None:
     """Refuse, before any work, a stage whose estimated memory (monosem.training.memory) exceeds what this machine, or
     the GPU it trains on, has free."""
     rt = params.runtime
-    on_gpu = rt.accelerator != "cpu" and torch.cuda.is_available()
+    on_gpu = compute_device(rt).type == "cuda"
     host, device = available_host(), (torch.cuda.mem_get_info()[0] if on_gpu else None)
     for est in estimates(params):
         if est.stage in stages:

@@ -64,7 +64,8 @@ def analyse_models(name, study, instances, manifest, states, world, tracker, out
     diverged)."""
     n = world.cfg.n_features
     sfas = []
-    eval_x = {}  # per feature density (a study may sweep data.eps) and, with embedders per seed, per seed
+    seen = {}  # (P, Q, eval inputs) on `dev`, per feature density (a study may sweep data.eps) and, with
+    # embedders per seed, per seed: each drawn and moved once
     summaries = {}
     # Drawing the per-model figures costs ten times the analysis: they are drawn for one model, the first
     # seed of the last sweep point that trained (the one the report shows; the study's sfa and bias figures
@@ -79,12 +80,13 @@ def analyse_models(name, study, instances, manifest, states, world, tracker, out
             summaries[inst.label] = {"diverged_at": entry["diverged_at"]}
             sfas.append(None)
             continue
-        seen = instance_world(world.with_eps(inst.data.eps), state).to(dev)  # its density's eval set, its own P
         key = (inst.data.eps, inst.seed if "P" in state else None)
-        if key not in eval_x:
-            eval_x[key] = seen.inputs(seen.eval_f)
-        res = analyse(*(state[w].to(dev) for w in ("W1", "b1", "W2")), seen.P, ACTIVATIONS[inst.model.activation],
-                      world.cfg.task, eval_x[key], seen.Q)
+        if key not in seen:
+            own = instance_world(world.with_eps(inst.data.eps), state).to(dev)  # its density's eval set, its own P
+            seen[key] = own.P, own.Q, own.inputs(own.eval_f)
+        P, Q, eval_x = seen[key]
+        res = analyse(*(state[w].to(dev) for w in ("W1", "b1", "W2")), P, ACTIVATIONS[inst.model.activation],
+                      world.cfg.task, eval_x, Q)
         res |= {k: res[k].cpu() for k in ("sfa", "amplitudes", "sv_full", "sv_poly", "r2")}
         res["decomposition"] = {k: v.cpu() for k, v in res["decomposition"].items()}
         sfa = res["sfa"]

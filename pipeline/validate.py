@@ -13,15 +13,13 @@ boot.begin(logs=True)  # first: MLflow's worker loads while this process imports
 import json
 import subprocess
 
-import torch
-
 from monosem.config import Defaults, Params
 from monosem.errors import MonosemError, ParamsError
 from monosem.params import load_params
 from monosem.training.memory import estimates
 from monosem.training.timing import about_to_run, duration, matmul_rate, stage_times, summary
 
-from common import check_memory, open_tracker, run
+from common import check_memory, compute_device, open_tracker, run
 
 
 def stale_stages() -> set[str] | None:
@@ -35,7 +33,7 @@ def stale_stages() -> set[str] | None:
 
 def check_time(params: Params, limit_minutes: float) -> None:
     """Print the projected time of what `dvc repro` is about to run; refuse it above the limit."""
-    on_gpu = params.runtime.accelerator != "cpu" and torch.cuda.is_available()
+    on_gpu = compute_device(params.runtime).type == "cuda"
     rate = matmul_rate("cpu")
     train_rate = matmul_rate("cuda") if on_gpu else rate
     todo = about_to_run(params, stale_stages())

@@ -113,8 +113,8 @@ def study(params: Params, name: str) -> list[Estimate]:
             need("a batch's inputs", 2, count | b | dims, device=True),
             need("a batch's hidden layer", 4, count | b | k, device=True),
             need("the single-feature probes", 3, count | feats | k, device=True)])
-        if any(i.train.inhibit > 0 for i in members):  # the inhibition penalty's backward is autograd's, which
-            train[-1].append(need("the hidden layers autograd keeps", 4, count | b | k, device=True))  # keeps more
+        if any(i.train.inhibit > 0 for i in members):  # the inhibition penalty trains by autograd, which keeps more
+            train[-1].append(need("the hidden layers autograd keeps", 4, count | b | k, device=True))
         # measure takes the instances that see the same held-out set together: one density (and one embedder)
         together = Counter((i.data.eps, i.seed if world.embedder == "per_seed" else None) for i in members)
         mcount = {f"studies.{name}: instances of one shape and density (measured together)": max(together.values())}
