@@ -57,7 +57,7 @@ PARAMS = {
     "tracking": {"experiment": "memory"},
 }
 ORDER = ["generate@" + w for w in PARAMS["worlds"]] + [
-    f"{stage}@{s}" for s in PARAMS["studies"] for stage in ("train", "measure", "interpret")] + [
+    f"{stage}@{s}" for s in PARAMS["studies"] for stage in ("train", "measure")] + [
     "sae@" + s for s in PARAMS["saes"]]
 
 
@@ -81,8 +81,6 @@ def main() -> None:
         study = PARAMS["saes"][name]["study"] if kind == "sae" else name
         if kind != "generate":
             wanted |= {f"generate@{PARAMS['studies'][study]['world']}"} | ({f"train@{study}"} if kind != "train" else set())
-        if kind == "interpret":
-            wanted.add(f"measure@{name}")
     print("| stage | largest term | estimate | measured peak RSS | estimate / measured |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_repo(Path(tmp), PARAMS)

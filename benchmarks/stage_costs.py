@@ -23,7 +23,7 @@ from monosem.params import load_params  # noqa: E402
 from monosem.training.memory import estimates, gb  # noqa: E402
 from monosem.training.timing import duration, matmul_rate, stage_times  # noqa: E402
 
-KINDS = ["generate", "train", "measure", "interpret", "sae", "report"]
+KINDS = ["generate", "train", "measure", "sae", "report"]
 
 
 def costs(root: Path, since: str = "") -> dict[str, dict]:

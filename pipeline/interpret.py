@@ -1,8 +1,8 @@
-"""interpret@<study>: neuron tables for every instance and the paper's figures for the study."""
+"""The second half of measure@<study>: neuron tables for every instance and the paper's figures for the study.
 
-import boot
-
-boot.begin(logs=True)  # first: MLflow's worker loads while this process imports torch
+Called by pipeline/measure.py in the same process once the study is measured (the two stages were one DVC stage
+apart with the same params and inputs: one process saves a Python start, torch's imports and DVC's bookkeeping
+per study, ~3 s each)."""
 
 import pandas as pd
 import torch
@@ -11,51 +11,34 @@ from monosem.analysis.interpret import analyse
 from monosem.analysis.theory import gain_by_width, gain_references
 from monosem.plots import tms as plots_tms
 from monosem.plots import toy as plots
-from monosem.store.artifacts import load_world, read_json, write_csv, write_json
+from monosem.store.artifacts import write_csv, write_json
 from monosem.toy.families import family
 from monosem.toy.models import ACTIVATIONS
 
-from common import (
-    compute_device,
-    instance_world,
-    load_manifest,
-    load_states,
-    model_dir,
-    open_tracker,
-    result_dir,
-    run,
-    study_params,
-    world_dir,
-)
+from common import instance_world, model_dir, result_dir
 
 
 def _show(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def main(name: str) -> None:
-    params, _ = study_params(name)
+def interpret(name, params, manifest, instances, world, states, metrics, tracker, dev) -> None:
+    """Every model's neuron table and summary, and the study's figures, into results/<study>/interp. `states`: the
+    models' weights on the CPU (the figures draw them); the analysis runs on `dev`; `metrics`: measured.json."""
     study = params.studies[name]
-    tracker = open_tracker(params.tracking.experiment)  # the worker opens the store while this loads
-    manifest, instances = load_manifest(name)
-    world = load_world(world_dir(manifest["world"]))
-    states = load_states(name, manifest, world)
-    metrics = read_json(result_dir(name) / "measured.json")
     out = result_dir(name) / "interp"
-    tracker.check()  # an unusable store fails the stage before it writes anything
     fam = family(instances[0].model.kind)
     if fam.tied:
         figures = interpret_tied(fam, name, instances, manifest, states, metrics, world, tracker, out)
         analysed = "tied models"
     else:
-        sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out,
-                              compute_device(params.runtime))
+        sfas = analyse_models(name, study, instances, manifest, states, world, tracker, out, dev)
         figures = study_figures(name, study, instances, states, metrics, sfas, world.cfg.n_features, out)
         analysed = "models analysed"
     write_json(out / "figures.json", figures)  # the order the report shows them in
     for fig in figures:
         tracker.log_artifact(manifest["parent_run_id"], out / fig, "figures")
-    print(f"interpret@{name}: {len(instances)} {analysed}, figures {', '.join(figures)} in {out}")
+    print(f"measure@{name}: {len(instances)} {analysed}, figures {', '.join(figures)} in {out}")
 
 
 def analyse_models(name, study, instances, manifest, states, world, tracker, out, dev) -> list:
@@ -220,6 +203,3 @@ def gain_series(rows: dict, world, k: int) -> dict[int, dict]:
     return series
 
 
-if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    run(main)

@@ -1,4 +1,5 @@
-"""measure@<study>: loss and monosemanticity of every instance on the world's eval set and probes."""
+"""measure@<study>: loss and monosemanticity of every instance on the world's eval set and probes; then, in the
+same process, each model's neuron table and the study's figures (pipeline/interpret.py)."""
 
 import boot
 
@@ -7,7 +8,7 @@ boot.begin(logs=True)  # first: MLflow's worker loads while this process imports
 import torch
 
 from monosem.analysis.summary import best, compact, summarise
-from monosem.store.artifacts import load_world, write_csv, write_json
+from monosem.store.artifacts import load_world, read_json, write_csv, write_json
 from monosem.toy.families import family, models_from_states
 
 from common import (
@@ -22,6 +23,7 @@ from common import (
     study_params,
     world_dir,
 )
+from interpret import interpret
 
 # `dvc metrics show` / `dvc exp show` get the study's headline (metrics.json, summary.best); points.json has per
 # sweep point what each family's dvc_metrics name (summary.compact); `dvc plots` draws sweep.csv: the family's
@@ -56,7 +58,8 @@ def main(name: str) -> None:
     manifest, instances = load_manifest(name)
     base_world = load_world(world_dir(manifest["world"]))
     dev = compute_device(params.runtime)  # the held-out set and the models go there; the results come back
-    states = [{k: v.to(dev) for k, v in s.items()} for s in load_states(name, manifest, base_world)]
+    cpu_states = load_states(name, manifest, base_world)  # the figures draw them; on the CPU, the same tensors
+    states = [{k: v.to(dev) for k, v in s.items()} for s in cpu_states]
 
     rows, features = [None] * len(instances), {}
     fam = family(instances[0].model.kind)
@@ -102,6 +105,7 @@ def main(name: str) -> None:
         shown = fam.shown
         print(f"measure@{name}: {point:>24}  loss {stats['loss']:.4f} ± {stats['loss_std']:.4f}  "
               f"{shown[1]} {stats[shown[0]]:.3f} ± {stats[shown[0] + '_std']:.3f}")
+    interpret(name, params, manifest, instances, base_world, cpu_states, read_json(out / "measured.json"), tracker, dev)
 
 
 if __name__ == "__main__":

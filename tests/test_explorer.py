@@ -146,6 +146,28 @@ def test_neuron_page_shows_its_response_outputs_and_sensitivity(repo, browser, s
     browser.save_screenshot(str(shots / "neuron.png"))
 
 
+def test_a_heatmap_past_the_cell_limit_keeps_its_first_lines_in_the_pages_order_and_says_so(repo, browser):
+    from browser import wait_drawn
+
+    visit(browser, repo, "model/LR1/lr=0.03,seed=0")  # 8 features × 16 neurons, 16 latents for the SAE
+    heat = lambda el: js(browser, f"[document.getElementById('{el}').data[0].z.length, "  # noqa: E731
+                                  f"document.getElementById('{el}').data[0].z[0].length, "
+                                  f"document.getElementById('{el}').layout.title.text]")
+    full = js(browser, "document.getElementById('sfa').data[0].z")
+    for route, el, want, what in (("model/LR1/lr=0.003,seed=1", "sfa", (8, 5), "the first 5 of 16 neurons"),
+                                  ("sae/SAE1/relu-lambda0.01-seed0", "cosine", (5, 8), "the first 5 of 16 latents")):
+        start = time.perf_counter()  # the same document: the limit set here holds for the next page drawn
+        browser.execute_script(f"MONOSEM.maxCells = 40; location.hash = '#/{route}'")
+        wait_drawn(browser, start)
+        check_clean(browser, route)
+        rows_, cols, title = heat(el)
+        assert (rows_, cols) == want and what in title, (route, title)
+    browser.execute_script("MONOSEM.maxCells = 2 ** 19; location.hash = '#/model/LR1/lr=0.03,seed=0'")
+    wait_drawn(browser, time.perf_counter())
+    assert js(browser, "document.getElementById('sfa').data[0].z") == full  # under the limit: every neuron
+    assert "the first" not in heat("sfa")[2]
+
+
 def test_sae_pages_show_every_sae_and_one_saes_cosines_against_the_true_features(repo, browser, shots):
     saes = (repo / "results/saes/SAE1/saes.csv").read_text().splitlines()[1:]
     visit(browser, repo, "saes/SAE1")

@@ -29,7 +29,7 @@ def estimate(stage: str, edit=None) -> memory.Estimate:
     ("train@K1", lambda p: p["studies"]["K1"]["sweep"].update({"model.neurons,train.batch_size": [[10**8, 32]]}),
      "studies.K1.sweep.model.neurons,train.batch_size (model.neurons)"),
     ("measure@LR1", lambda p: p["worlds"]["tiny"].update(n_eval=10**8), "worlds.tiny.n_eval"),
-    ("interpret@LR1", lambda p: p["worlds"]["tiny"].update(n_features=10**5), "worlds.tiny.n_features"),
+    ("measure@LR1", lambda p: p["worlds"]["tiny"].update(n_features=10**5), "worlds.tiny.n_features"),
     ("sae@SAE1", lambda p: p["saes"]["SAE1"].update(latents=10**8), "saes.SAE1.latents"),
     ("sae@SAE1", lambda p: p["saes"]["SAE1"].update(n_eval=10**9), "saes.SAE1.n_eval"),
 ])

@@ -26,7 +26,7 @@ def repo(tmp_path_factory):
 def test_repro_produces_every_output(repo):
     repo, out = repo
     assert ran(out) == {"generate@tiny", "generate@tiny_abs", "sae@SAE1", "report"} | {
-        f"{stage}@{study}" for stage in ("train", "measure", "interpret") for study in ("LR1", "LR3", "LR5", "NOISE", "K1")}
+        f"{stage}@{study}" for stage in ("train", "measure") for study in ("LR1", "LR3", "LR5", "NOISE", "K1")}
     assert (repo / "data/worlds/tiny/world.safetensors").exists()
     for study in ("LR1", "LR3"):
         metrics = json.loads((repo / f"results/{study}/measured.json").read_text())
@@ -84,7 +84,7 @@ def test_every_stage_records_its_seconds_and_peak_memory_and_the_benchmark_sums_
 
     from monosem.params import load_params
     rows = table(load_params(repo / "params.yaml"), costs(repo), 100e9)
-    assert [r["kind"] for r in rows] == ["generate", "train", "measure", "interpret", "sae", "report"]
+    assert [r["kind"] for r in rows] == ["generate", "train", "measure", "sae", "report"]
     assert sum(r["stages"] for r in rows) == len(lines) and all(r["stages"] == r["of"] for r in rows)
     assert all(0.2 < r["ratio"][0] <= r["ratio"][1] < 5 for r in rows if r["kind"] != "report")
     assert markdown(rows).splitlines()[-1].startswith(f"| all | {len(lines)} |")
@@ -281,7 +281,7 @@ def test_an_experiment_on_one_study_reruns_it_alone_and_dvc_shows_only_its_chang
     sh("git add -A && git -c user.name=t -c user.email=t@t commit -qm baseline", repo)
 
     out = sh("dvc exp run -S studies.LR3.train.steps=48", repo).stdout
-    assert ran(out) == {"train@LR3", "measure@LR3", "interpret@LR3", "report"}
+    assert ran(out) == {"train@LR3", "measure@LR3", "report"}
     assert (repo / "results/LR1/measured.json").read_bytes() == lr1_metrics
     assert len(all_runs(repo)) == before + 1 + 4 + 1  # a new parent, one run per LR3 instance, the report's run
     diff = json.loads(sh("dvc metrics diff --json", repo).stdout)
@@ -299,7 +299,7 @@ def test_editing_a_world_reruns_it_and_only_the_studies_trained_on_it(repo):
     params["worlds"]["tiny_abs"]["seed"] = 7
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh("dvc repro", repo).stdout
-    assert ran(out) == {"generate@tiny_abs", "train@LR5", "measure@LR5", "interpret@LR5", "report"}
+    assert ran(out) == {"generate@tiny_abs", "train@LR5", "measure@LR5", "report"}
 
 
 def test_a_diverging_instance_is_flagged_and_every_stage_still_completes(repo):

@@ -16,7 +16,7 @@ def test_a_study_trains_for_its_matmuls_flops_at_the_calibrated_share_of_the_rat
     loop = timing.STEP_SECONDS * 4096 + flops / (timing.TRAIN_EFFICIENCY * 1e11)  # one module: one shape
     assert got["train@LR1"] == pytest.approx(timing.STAGE_SECONDS + loop)
     per_pass = 2 * 8192 * 256 * (32 + 128 + 128)
-    assert got["interpret@LR1"] == pytest.approx(timing.STAGE_SECONDS + models * timing.EVAL_PASSES * per_pass / 2 / 1e11)
+    assert got["measure@LR1"] == pytest.approx(timing.STAGE_SECONDS + models * timing.EVAL_PASSES * per_pass / 1e11)
     assert got["generate@uniform"] == timing.STAGE_SECONDS
 
 
@@ -25,9 +25,9 @@ def test_what_will_run_is_each_changed_stage_and_everything_downstream_of_it():
     assert timing.about_to_run(params, set()) == set()
     assert timing.about_to_run(params, {"measure@E1"}) == {"measure@E1", "report"}
     lr1 = timing.about_to_run(params, {"train@LR1"})  # SAE_INPUT and SAE_HIDDEN read an LR1 model
-    assert lr1 == {"train@LR1", "measure@LR1", "interpret@LR1", "sae@SAE_INPUT", "sae@SAE_HIDDEN", "report"}
+    assert lr1 == {"train@LR1", "measure@LR1", "sae@SAE_INPUT", "sae@SAE_HIDDEN", "report"}
     world = timing.about_to_run(params, {"generate@power_law"})
-    assert {"train@LR2", "interpret@LR4", "report"} <= world and "train@LR1" not in world
+    assert {"train@LR2", "measure@LR4", "report"} <= world and "train@LR1" not in world
     assert timing.about_to_run(params, None) == {t.stage for t in timing.stage_times(params, 1.0)}
 
 

@@ -6,6 +6,11 @@
 
 const MONOSEM = (window.MONOSEM = {
   data: {}, waiting: {},
+  // A heatmap draws at most maxCells cells, about one per pixel of its plot at the page's width: past that a
+  // cell is narrower than a pixel and cannot be seen, and Plotly takes ~0.7 s per million cells. A larger one
+  // keeps its first neurons (latents) in the page's order, which puts the most monosemantic (the matched) first,
+  // and its title says how many of how many; the table below lists them all.
+  maxCells: 2 ** 19,
   put(key, value) { this.data[key] = value; (this.waiting[key] || []).forEach((f) => f(value)); delete this.waiting[key]; },
   putz(key, b64) { this.put(key, unpack(b64)); },  // a promise of the page; load() waits for it
 });
@@ -66,6 +71,8 @@ function matrix(m) { // {shape, scale, q} -> rows of numbers
 const verdictOf = (c) => c.verdict || (c.holds === true ? "holds" : c.holds === false ? "does not hold" : "not run");
 const verdict = (c) => h("span", { class: { holds: "holds", "does not hold": "fails" }[verdictOf(c)] || "untested" },
   verdictOf(c));
+const shown = (count, across) => Math.min(count, Math.max(1, Math.floor(MONOSEM.maxCells / across)));  // heatmap lines drawn
+const ofAll = (n, total, what) => (n < total ? ` (the first ${n} of ${total} ${what})` : "");
 const plotDiv = (id, height) => h("div", { id, class: "plot", style: `height:${height || 420}px` });
 const CONFIG = { displaylogo: false, responsive: true };
 const plot = (id, data, layout) => {
@@ -229,19 +236,20 @@ async function modelPage(main, [name, label]) {
     { key: "feature_2", label: "2nd" }, { key: "share_2", label: "share" }, { key: "out_norm", label: "‖w_out‖" },
     { key: "linear_regime", label: "active on eval" }, { key: "mfa_ratio", label: "2-feature ratio" }], neurons,
   { filter: "class", id: "neurons" }));
-  const order = d.neuron_order, feats = d.feature_order;
+  const feats = d.feature_order, order = d.neuron_order.slice(0, shown(d.neuron_order.length, feats.length));
   const z = feats.map((f) => order.map((n) => sfa[n][f]));
   const custom = feats.map((f) => order.map((n) => [n, f, byId[n].frac_mono, byId[n].class]));
   const open = (n) => go(["neuron", name, label, n]);
   const heat = plot("sfa", [{ type: "heatmap", z, customdata: custom, colorscale: "Viridis", colorbar: { title: { text: "activation" } },
     hovertemplate: "neuron %{customdata[0]}<br>feature %{customdata[1]}<br>activation %{z:.3g}<br>frac_mono %{customdata[2]:.4f}"
       + "<br>class %{customdata[3]}<extra></extra>" }], {
-    title: { text: `Single-feature activations: neurons most monosemantic first (click a neuron)` },
+    title: { text: `Single-feature activations: neurons most monosemantic first${ofAll(order.length, d.neuron_order.length, "neurons")} (click a neuron)` },
     xaxis: { title: { text: "neuron (by frac_mono)" } }, yaxis: { title: { text: "feature (by the neuron it drives most)" }, autorange: "reversed" } })
     .then((gd) => gd.on("plotly_click", (ev) => open(ev.points[0].customdata[0])));
+  const rank = new Map(d.neuron_order.map((n, i) => [n, i]));
   const classes = ["mono", "poly", "dead"].map((c) => {
-    const ns = order.filter((n) => byId[n].class === c);
-    return { type: "scatter", mode: "markers", name: c, marker: { color: CLASS_COLOUR[c] }, x: ns.map((n) => order.indexOf(n)), y: ns.map((n) => d.bias[n]),
+    const ns = d.neuron_order.filter((n) => byId[n].class === c);
+    return { type: "scatter", mode: "markers", name: c, marker: { color: CLASS_COLOUR[c] }, x: ns.map((n) => rank.get(n)), y: ns.map((n) => d.bias[n]),
       customdata: ns.map((n) => [n, byId[n].frac_mono]), hovertemplate: "neuron %{customdata[0]}<br>bias %{y:.4f}<br>frac_mono %{customdata[1]:.4f}<extra>%{fullData.name}</extra>" };
   });
   const bias = plot("bias", classes, { title: { text: "Bias per neuron (click: the neuron)" }, xaxis: { title: { text: "neuron (by frac_mono)" } },
@@ -337,17 +345,17 @@ function saesPage(main, [name]) {
 async function saePage(main, [name, label]) {
   const a = saeStudy(name), rows = objects(a.rows);
   const r = rows.find((x) => x.sae === label) || fail(`no SAE ${label} in ${name}`), d = await load(r.page);
-  const cos = matrix(d.cos);
+  const lat = d.latent_order.slice(0, shown(d.latent_order.length, d.feature_order.length)), cos = matrix(d.cos).slice(0, lat.length);
   main.append(h("h1", {}, `SAE ${label}`), h("p", { class: "facts" }, `${r.architecture}, ${knobLabel(a, r.architecture)} = ${r.knob}, seed ${r.seed}: `,
     `L0 ${fmt(r.l0)}, explained variance ${fmt(r.explained_variance)}, MCC ${fmt(r.mcc)}, γ ${fmt(r.shrinkage_gamma)}, `,
     `magnitude ratio ${fmt(r.magnitude_ratio)}, dead ${fmt(r.dead_fraction)}. `, link(`All SAEs of ${name}`, ["saes", name])),
   plotDiv("cosine", 560), plotDiv("shrinkage", 380), h("h2", {}, "Matched pairs (the MCC's one-to-one matching)"),
   sortableTable([{ key: "latent" }, { key: "feature" }, { key: "cos" }], d.pairs.map(([latent, feature, c]) => ({ latent, feature, cos: c })), { id: "pairs" }));
-  const custom = d.latent_order.map((l) => d.feature_order.map((f) => [l, f]));
+  const custom = lat.map((l) => d.feature_order.map((f) => [l, f]));
   return Promise.all([
     plot("cosine", [{ type: "heatmap", z: cos, customdata: custom, colorscale: "RdBu", zmin: -1, zmax: 1, reversescale: true,
       hovertemplate: "latent %{customdata[0]}<br>feature %{customdata[1]}<br>cos %{z:.3f}<extra></extra>", colorbar: { title: { text: "cos" } } }],
-    { title: { text: `Decoder atoms × true features: cosine, the ${d.pairs.length} matched pairs first (diagonal)` },
+    { title: { text: `Decoder atoms × true features: cosine, the ${d.pairs.length} matched pairs first (diagonal)${ofAll(lat.length, d.latent_order.length, "latents")}` },
       xaxis: { title: { text: "true feature (matched order)" } }, yaxis: { title: { text: "latent (matched order)" }, autorange: "reversed" } }),
     saeScatter("shrinkage", a, rows, [["shrinkage_gamma", 1], ["magnitude_ratio", 1]], label)]);
 }

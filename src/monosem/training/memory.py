@@ -87,7 +87,7 @@ def _loaded(name: str, world: World) -> Need:
 
 
 def study(params: Params, name: str) -> list[Estimate]:
-    """train, measure and interpret of one study."""
+    """train and measure of one study (measure measures, then interprets: its parts one after another)."""
     s = params.studies[name]
     world = params.worlds[s.world]
     at = f"worlds.{s.world}"
@@ -138,9 +138,9 @@ def study(params: Params, name: str) -> list[Estimate]:
                               need("one model's linear path and target map", 10 * world.n_features, outs)])
     held = [_loaded(s.world, world)]
     trained = lambda copies: [need("the trained weights", copies, keys) for keys in weights]  # noqa: E731
+    # measure: the weights loaded, and stacked per group; then interpreting, one group after another
     return [Estimate(f"train@{name}", held + trained(3), train, TRAIN_BASE),  # each instance's copy, and safetensors' bytes
-            Estimate(f"measure@{name}", held + trained(2), measure),  # loaded, and stacked per group
-            Estimate(f"interpret@{name}", held + trained(2) + figures, interpret)]
+            Estimate(f"measure@{name}", held + trained(2), measure + [part + figures for part in interpret])]
 
 
 def sae(params: Params, name: str) -> Estimate:

@@ -38,7 +38,7 @@ REPORT_SECONDS_PER_MODEL = 0.03
 @dataclass
 class StageTime:
     stage: str
-    kind: str  # generate | train | measure | interpret | sae | report
+    kind: str  # generate | train | measure (measuring and interpreting) | sae | report
     seconds: float
 
 
@@ -86,8 +86,7 @@ def stage_times(params: Params, rate: float, train_rate: float | None = None) ->
             models += 1
         loop = STEP_SECONDS * sum(modules.values()) + train / (TRAIN_EFFICIENCY * train_rate)
         out += [StageTime(f"train@{name}", "train", STAGE_SECONDS + loop),
-                StageTime(f"measure@{name}", "measure", STAGE_SECONDS + evaluate / 2 / rate),
-                StageTime(f"interpret@{name}", "interpret", STAGE_SECONDS + evaluate / 2 / rate)]
+                StageTime(f"measure@{name}", "measure", STAGE_SECONDS + evaluate / rate)]
     for name, cfg in params.saes.items():
         toy = params.studies[cfg.study]
         width = toy.model.neurons if cfg.layer == "hidden" else params.worlds[cfg.world].d_embed
@@ -99,7 +98,7 @@ def stage_times(params: Params, rate: float, train_rate: float | None = None) ->
 
 def about_to_run(params: Params, stale: set[str] | None) -> set[str]:
     """The stages `dvc repro` will run: those DVC reports changed (`stale`; None: all) and every stage
-    downstream of one (a world's studies and SAEs, a study's measure, interpret and SAEs; the report)."""
+    downstream of one (a world's studies and SAEs, a study's measure and SAEs; the report)."""
     every = {t.stage for t in stage_times(params, 1.0)}
     if stale is None:
         return every
@@ -110,8 +109,7 @@ def about_to_run(params: Params, stale: set[str] | None) -> set[str]:
             run |= {f"sae@{s}" for s, sae in params.saes.items() if sae.world == name}
     for name in params.studies:
         if f"train@{name}" in run:
-            run |= {f"measure@{name}", f"interpret@{name}"} | {f"sae@{s}" for s, sae in params.saes.items()
-                                                            if sae.study == name}
+            run |= {f"measure@{name}"} | {f"sae@{s}" for s, sae in params.saes.items() if sae.study == name}
     if run:
         run.add("report")
     return run
