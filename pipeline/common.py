@@ -84,8 +84,8 @@ def check_memory(params: Params, stages: list[str]) -> None:
     host, device = available_host(), (torch.cuda.mem_get_info()[0] if on_gpu else None)
     for est in estimates(params):
         if est.stage in stages:
-            trains = est.stage.startswith(("train@", "sae@"))
-            line = refusal(est, host, device if trains else None, rt.devices if est.stage.startswith("train@") else 1)
+            computes = est.stage.startswith(("train@", "measure@", "sae@"))  # on the GPU, if there is one
+            line = refusal(est, host, device if computes else None, rt.devices if est.stage.startswith("train@") else 1)
             if line:
                 raise ParamsError(f"params.yaml: {line}")
 

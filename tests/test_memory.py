@@ -57,3 +57,13 @@ def test_the_shipped_profiles_fit_where_they_are_meant_to_run():
     assert max(default) < 2 * GB  # the 2-core CPU machine, with room to spare
     paper = memory.estimates(load_params("profiles/paper.yaml"))
     assert max(sum(n.bytes for n in e.peak() if n.device) for e in paper) < 40 * GB  # one large GPU
+
+
+def test_measuring_on_an_accelerator_counts_the_held_out_passes_there():
+    est = estimate("measure@LR1", lambda p: p["worlds"]["tiny"].update(n_eval=10**7))
+    on_device = sum(n.bytes for n in est.peak() if n.device)  # the hidden layer on the held-out set, a model's outputs
+    on_host = est.bytes() - on_device  # the world and the trained weights, loaded on the host first
+    assert on_device > on_host > memory.BASE
+    assert memory.refusal(est, host=on_host + GB, device=on_device + GB) is None
+    assert "the accelerator has available" in memory.refusal(est, host=est.bytes() + GB, device=on_device / 2)
+    assert memory.refusal(est, host=est.bytes() + GB) is None  # on the CPU: all of it on the host

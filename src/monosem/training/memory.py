@@ -31,7 +31,8 @@ TRAIN_BASE = 0.7e9
 @dataclass
 class Need:
     """A large block of memory: what it holds, its bytes, the params that size it (key -> value; a refusal
-    names the largest), and whether it lives on the accelerator when a stage trains on one."""
+    names the largest), and whether it lives on the accelerator when a stage computes on one (training, and
+    measuring models and SAEs: pipeline/common.compute_device)."""
 
     what: str
     bytes: float
@@ -118,24 +119,26 @@ def study(params: Params, name: str) -> list[Estimate]:
         # measure takes the instances that see the same held-out set together: one density (and one embedder)
         together = Counter((i.data.eps, i.seed if world.embedder == "per_seed" else None) for i in members)
         mcount = {f"studies.{name}: instances of one shape and density (measured together)": max(together.values())}
-        probes = need("the single-feature probes", 2, mcount | feats | k)
+        # measure and interpret compute where training does (pipeline/common.compute_device): device=True
+        probes = need("the single-feature probes", 2, mcount | feats | k, device=True)
         if tied:  # the held-out set in chunks of 4096 samples; the features' Gram matrices WᵀW
-            measure.append([need("outputs on a chunk of the held-out set", 3 * 4096, mcount | feats),
-                            need("the features' Gram matrices", 4 * world.n_features, mcount | feats),
+            measure.append([need("outputs on a chunk of the held-out set", 3 * 4096, mcount | feats, device=True),
+                            need("the features' Gram matrices", 4 * world.n_features, mcount | feats, device=True),
                             # another density's held-out set, drawn afresh, and its float64 copy (the energy)
-                            need("one density's held-out set", 3, evals | feats), probes])
+                            need("one density's held-out set", 3, evals | feats, device=True), probes])
             interpret.append([need("the features' Gram matrices", 2 * world.n_features, count | feats)])
             if "neurons" in family(cfg.model.kind).figures:  # TMS' neuron figure: a bar per neuron and feature, ~11 KB each
                 points = {f"studies.{name}.sweep: points": len(members) // len(s.seeds)}
                 figures.append(need("the neuron figure's bars", 2 * 2750, points | k | feats))
         else:  # the hidden layer on the whole held-out set, clean and with input noise
-            measure.append([need("the hidden layer on the held-out set", 5, mcount | evals | k),
-                            need("noisy inputs on the held-out set", 2, mcount | evals | dims), probes])
+            measure.append([need("the hidden layer on the held-out set", 5, mcount | evals | k, device=True),
+                            need("noisy inputs on the held-out set", 2, mcount | evals | dims, device=True), probes])
             # one model at a time: its hidden layer and its (sub-networks') outputs on the held-out set
-            interpret.append([need("one model's hidden layer on the held-out set", 6, evals | k),
-                              need("one model's outputs on the held-out set", 6, evals | outs),
+            interpret.append([need("one model's hidden layer on the held-out set", 6, evals | k, device=True),
+                              need("one model's outputs on the held-out set", 6, evals | outs, device=True),
                               # its linear path W2·W1·P and the target map, (outputs × N) in float64, their SVDs
-                              need("one model's linear path and target map", 10 * world.n_features, outs)])
+                              need("one model's linear path and target map", 10 * world.n_features, outs,
+                                   device=True)])
     held = [_loaded(s.world, world)]
     trained = lambda copies: [need("the trained weights", copies, keys) for keys in weights]  # noqa: E731
     # measure: the weights loaded, and stacked per group; then interpreting, one group after another
@@ -160,9 +163,9 @@ def sae(params: Params, name: str) -> Estimate:
             need("SAE weights, gradients and Adam moments", 8, count | width | latents, device=True),
             need("a batch's latents", 8, count | {f"saes.{name}.train.batch_size": cfg.train.batch_size} | latents,
                  device=True),
-            need("latents on the held-out activations", 2, evals | latents),
-            need("reconstructions on the held-out activations", 2, evals | width),
-            need("spliced outputs on the held-out activations", 2, evals | feats)])
+            need("latents on the held-out activations", 2, evals | latents, device=True),  # measured there too
+            need("reconstructions on the held-out activations", 2, evals | width, device=True),
+            need("spliced outputs on the held-out activations", 2, evals | feats, device=True)])
     return Estimate(f"sae@{name}", [_loaded(cfg.world, world)], parts)
 
 
