@@ -1,7 +1,7 @@
 """Training step time against the time of the step's own matmuls, at three shapes, and the Lightning loop
 against a bare loop of the same module.
 
-    python benchmarks/train_throughput.py [--shapes default,regime,paper] [--repeats 5] [--threads 0]
+    python benchmarks/train_throughput.py [--shapes default,regime,paper] [--repeats 5] [--threads 0] [--each]
 
 Per shape: the median over interleaved repeats of (a) one whole training step of the batched module (sampling,
 embedding, forward, backward, LAMB, bias decay, activation statistics, bookkeeping and curve points at a real
@@ -9,7 +9,7 @@ run's cadence: steps 1024 on of a run of the study's length), driven by a bare l
 backward's three (∂W2 = gᵀh, ∂h = g·W2, ∂W1 = ∂preᵀx). The ratio (a)/(b) is what the step costs beyond its
 arithmetic; the step is timed with the fused CPU passes (the default: LAMB in one numba pass per block, the
 sampler's uniforms to features in one) and with torch's ops for both (what a GPU runs, and the CPU ran before
-the fused passes). GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
+the fused passes); --each times each fused pass alone too (LAMB's, the sampler's). GFLOP/s count those matmuls: 4·B·k·m + 6·B·k·N per instance and step. Shapes:
   default  the default profile's LR1 study (params.yaml): its instances, N, m, k, B
   regime   N 128, m 32, k 256, B 1024, 3 seeds (the scale of the bias trick's regime, issue 16)
   paper    N 512, m 64, k 1024, B 8192, 2 instances (the paper's shape; a few steps on the CPU)
@@ -72,17 +72,18 @@ def timed_fit(world, instances) -> tuple[float, ToyStudyModule]:
     return watch.seconds, module
 
 
-def bare_steps(world, instances, steps: int, start: int = 1024, fused: bool = True) -> float:
+def bare_steps(world, instances, steps: int, start: int = 1024, fused: bool = True, sampler: bool | None = None) -> float:
     """Seconds per step of the module's own step driven by a bare for-loop (no Lightning): steps start ..
     start + steps − 1 of a run as long as the instances' own (so its curve points come at a real run's cadence,
     about one step in 40 at the default, and the bias decay of the first half is on), after 8 warm-up steps.
-    `fused`: LAMB and the sampler as numba passes (the CPU default), else torch's ops (what a GPU runs)."""
+    `fused`: LAMB and the sampler as numba passes (the CPU default), else torch's ops (what a GPU runs);
+    `sampler`, if given, for the sampler alone (`fused` then for LAMB alone)."""
     total = max(max(i.train.steps for i in instances), start + steps)
     module = ToyStudyModule(world, with_steps(instances, total))
     module.configure_optimizers()
     module.optimizer.fused = module.optimizer.fused and fused
     module.on_train_start()
-    module.stream.fused = module.stream.fused and fused  # set by on_train_start (the stream's reset)
+    module.stream.fused = module.stream.fused and (fused if sampler is None else sampler)  # set by on_train_start
     for step in range(start - 8, start):  # warm-up: allocations, the first curve point's buffers
         module._step(step, None)
     t = time.perf_counter()
@@ -114,11 +115,12 @@ def main() -> None:
     ap.add_argument("--shapes", default="default,regime,paper")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--each", action="store_true", help="also each fused pass alone (LAMB's, the sampler's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    table = {}
+    table, each = {}, {}
     for name in args.shapes.split(","):
         world_cfg, study = shapes()[name]
         world, insts = generate_world(world_cfg), study.instances()
@@ -126,13 +128,19 @@ def main() -> None:
         n, B, k, m, d = len(insts), i0.train.batch_size, i0.model.neurons, world.cfg.d_embed, world.d_out
         flops = n * (4 * B * k * m + 6 * B * k * d)
         steps = max(3, min(400, int(2e11 / flops)))  # about 200 GFLOP of matmuls per timing, at most 400 steps
-        step, unfused, alone = [], [], []
+        step, unfused, alone, lamb, sampler = [], [], [], [], []
         for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all alike
             step.append(bare_steps(world, insts, steps))
             unfused.append(bare_steps(world, insts, steps, fused=False))
             alone.append(matmuls_alone(n, B, m, k, d, steps))
+            if args.each:
+                lamb.append(bare_steps(world, insts, steps, fused=True, sampler=False))
+                sampler.append(bare_steps(world, insts, steps, fused=False, sampler=True))
         table[name] = (n, B, m, k, d, flops, statistics.median(step), statistics.median(unfused),
                        statistics.median(alone))
+        if args.each:
+            each[name] = (statistics.median(lamb), statistics.median(sampler), min(step), max(step), min(unfused),
+                          max(unfused))
     lit_vs_bare = None
     if "default" in table:
         world_cfg, study = shapes()["default"]
@@ -150,6 +158,12 @@ def main() -> None:
     for name, (n, B, m, k, d, flops, step, unfused, alone) in table.items():
         print(f"| {name} | {n} × ({B}, {m}, {k}, {d}) | {step * 1e3:.2f} | {alone * 1e3:.2f} | {step / alone:.2f} | "
               f"{flops / step / 1e9:.1f} | {flops / step / peak:.2f} | {unfused * 1e3:.2f} | {unfused / alone:.2f} |")
+    if each:
+        print("\n| shape | both passes ms (range) | LAMB's pass alone ms | the sampler's alone ms | torch's ops ms (range) |"
+              "\n|---|---|---|---|---|")
+        for name, (lamb, sampler, lo, hi, ulo, uhi) in each.items():
+            print(f"| {name} | {table[name][6] * 1e3:.2f} ({lo * 1e3:.2f}–{hi * 1e3:.2f}) | {lamb * 1e3:.2f} | "
+                  f"{sampler * 1e3:.2f} | {table[name][7] * 1e3:.2f} ({ulo * 1e3:.2f}–{uhi * 1e3:.2f}) |")
     if lit_vs_bare:
         lit, bare = lit_vs_bare
         print(f"\nDefault shape, 1024 steps: Lightning's loop (`fit`) {lit * 1e3:.2f} ms per step, the bare loop "

@@ -229,7 +229,7 @@ def test_the_sparse_candidate_matching_equals_the_dense_hungarian_one(noise, mon
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])  # one instance per chunk, and all at once
-@pytest.mark.parametrize("arch", ["relu", "relu_weighted", "topk"])
+@pytest.mark.parametrize("arch", ["relu", "relu_weighted", "gated", "gated_weighted", "topk"])
 def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes, monkeypatch):
     import monosem.sae.fused
     monkeypatch.setattr(monosem.sae.fused, "CHUNK_BYTES", chunk_bytes)
@@ -241,6 +241,9 @@ def test_the_fused_cpu_losses_equal_autograd_of_the_plain_ones(arch, chunk_bytes
         plain.b_enc.normal_(0, 0.2, generator=g)
         plain.b_dec.normal_(0, 0.2, generator=g)
         plain.W_dec.mul_(torch.rand(3, 24, 1, generator=g) + 0.5)  # unequal norms matter to relu_weighted
+        if arch.startswith("gated"):  # magnitudes apart from the gates, so both paths' masks matter
+            plain.r_mag.normal_(0, 0.3, generator=g)
+            plain.b_mag.normal_(0, 0.2, generator=g)
     coeff = torch.tensor([2, 3, 7]) if arch == "topk" else torch.tensor([0.01, 0.1, 0.3])
     if arch == "topk":
         plain.k.copy_(coeff)

@@ -4,6 +4,8 @@ f = H(π_gate) ⊙ ReLU(W_mag x' + b_mag); loss ‖x − x̂(f)‖² + sparsity(
 - `gated` ("paper"): unit-norm decoder, plain L1, decoder (W_dec, b_dec) detached in the auxiliary term.
 - `gated_weighted` (the author's variant): sparsity Σ ReLU(π_gate)_i‖d_i‖, no constraint, decoder not detached.
 
+On the CPU both train through the hand-written loss of `sae.fused.GatedLoss` (tests pin it to autograd of this).
+
 Optimiser: Adam β = (0, 0.999), the paper's (and the JumpReLU paper's, which follows it); b_dec starts at 0
 (the paper does not initialise it from the data). Exported as SAELens' "gated" (W_gate as W_enc).
 """
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monosem.sae.base import SAE, sq_err, stats
+from monosem.sae.fused import GatedLoss
 
 
 class GatedSAE(SAE):
@@ -41,6 +44,10 @@ class GatedSAE(SAE):
         return (gate > 0).to(x.dtype) * F.relu(mag)
 
     def loss(self, x: Tensor, coeff: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self._use_fused(x):
+            loss, mse, sparsity, aux, l0, fired = GatedLoss.apply(x, self.W_enc, self.b_enc, self.r_mag, self.b_mag,
+                                                                  self.W_dec, self.b_dec, coeff.to(x.dtype), self.weighted)
+            return loss, {"mse": mse, "sparsity": sparsity, "aux": aux, "l0": l0, "fired": fired}
         gate, mag = self._paths(x)
         f = (gate > 0).to(x.dtype) * F.relu(mag)
         mse = sq_err(x, self.decode(f))
