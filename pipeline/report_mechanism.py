@@ -67,7 +67,7 @@ def mechanism_section(interp: dict, metrics: dict, claims: list[dict], figures: 
              "Hypothesis (brief §5, from the paper's description): the polysemantic neurons implement an almost "
              "linear map of rank at most m plus a shared offset, a low-rank approximation of the identity with a "
              "global correction, while each monosemantic neuron adds a thresholded term ReLU(s·f_i + b), b < 0, "
-             "for its feature. Measured on every model of every study (`interpret` stage):", "",
+             "for its feature. Measured on every model of every study (`measure` stage, `pipeline/interpret.py`):", "",
              f"- *Linear, rank ≤ m, plus offset* **{said[linear['holds']]}**: {linear['evidence']}.",
              f"- *Approximation of the identity* **{said[identity['holds']]}**: {identity['evidence']}.",
              f"- *Thresholded monosemantic terms* **{said[mono['holds']]}**: {mono['evidence']}.", "",
