@@ -1,8 +1,8 @@
 """The second half of measure@<study>: neuron tables for every instance and the paper's figures for the study.
 
-Called by pipeline/measure.py in the same process once the study is measured (the two stages were one DVC stage
-apart with the same params and inputs: one process saves a Python start, torch's imports and DVC's bookkeeping
-per study, ~3 s each)."""
+Called by pipeline/measure.py in the same process once the study is measured. It was a DVC stage of its own with
+the same params and inputs as measure's; as one process the two save a Python start, torch's imports and DVC's
+bookkeeping per study (about 3 s each)."""
 
 import pandas as pd
 import torch
