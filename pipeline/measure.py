@@ -105,6 +105,7 @@ def main(name: str) -> None:
         shown = fam.shown
         print(f"measure@{name}: {point:>24}  loss {stats['loss']:.4f} ± {stats['loss_std']:.4f}  "
               f"{shown[1]} {stats[shown[0]]:.3f} ± {stats[shown[0] + '_std']:.3f}")
+    # measured.json as written (write_json turns NaN into null), what interpret read when it was a stage of its own
     interpret(name, params, manifest, instances, base_world, cpu_states, read_json(out / "measured.json"), tracker, dev)
 
 
